@@ -1,0 +1,69 @@
+/*
+ * limits.h — every bound Meridian enforces, in one place.
+ *
+ * "Put a limit on everything" (TigerBeetle): each buffer, queue, batch,
+ * retry and loop has a maximum fixed here. Going past a limit is an
+ * error returned to the caller (HTTP 413/400, a result code), never a
+ * crash and never a silent truncation. The _Static_asserts at the end
+ * pin the relations between limits that the code relies on.
+ */
+#ifndef MERIDIAN_LIMITS_H
+#define MERIDIAN_LIMITS_H
+
+#include <stdint.h>
+
+/* Events (accounts or transfers) in one API request. TigerBeetle's batch
+ * size; a request above it is refused with 413 batch_too_large. */
+#define LIMIT_BATCH_EVENTS_MAX 8190
+
+/* Events coalesced into one PostgreSQL transaction by the group-commit
+ * batcher (several requests share one commit). */
+#define LIMIT_COMMIT_EVENTS_MAX 8190
+
+/* Longest the batcher waits for more requests before committing. */
+#define LIMIT_COMMIT_WAIT_US_DEFAULT 500
+#define LIMIT_COMMIT_WAIT_US_MAX 100000
+
+/* Requests waiting for the batcher; past it, 503 overloaded. */
+#define LIMIT_QUEUE_REQUESTS_MAX 4096
+
+/* Transfer metadata: canonical (compact, sorted-key) JSON text. */
+#define LIMIT_METADATA_BYTES_MAX 8192
+
+/* Request body. 8,190 transfers with 8 KB metadata would be 64 MiB;
+ * such a request must be split (413 body_too_large with a hint). */
+#define LIMIT_BODY_BYTES_MAX (16u * 1024u * 1024u)
+
+/* JSON nesting depth of a request body (objects and arrays). */
+#define LIMIT_JSON_DEPTH_MAX 16
+
+/* Page sizes for history queries. */
+#define LIMIT_PAGE_ROWS_DEFAULT 100
+#define LIMIT_PAGE_ROWS_MAX 1000
+
+/* Customer names: [a-z0-9_-]{1,63}. */
+#define LIMIT_CUSTOMER_NAME_MAX 63
+
+/* Whole-batch retries after a serialization failure, a deadlock or a
+ * duplicate transfer id committed concurrently by another process. */
+#define LIMIT_COMMIT_RETRIES_MAX 8
+
+/* Reconnect attempts of a worker before it reports the database down. */
+#define LIMIT_DB_RECONNECT_MAX 50
+
+/* Concurrent HTTP connections served by one meridiand. */
+#define LIMIT_HTTP_CONNECTIONS_MAX 512
+
+/* Two-phase timeout, seconds (about 136 years fits, we cap at 1 year). */
+#define LIMIT_TIMEOUT_S_MAX (366u * 24u * 3600u)
+
+_Static_assert(LIMIT_COMMIT_EVENTS_MAX >= LIMIT_BATCH_EVENTS_MAX,
+               "one request must fit in one commit");
+_Static_assert(LIMIT_METADATA_BYTES_MAX < LIMIT_BODY_BYTES_MAX,
+               "a single transfer's metadata must fit in a body");
+_Static_assert(LIMIT_PAGE_ROWS_DEFAULT <= LIMIT_PAGE_ROWS_MAX,
+               "default page must not exceed the maximum page");
+_Static_assert(LIMIT_COMMIT_WAIT_US_DEFAULT <= LIMIT_COMMIT_WAIT_US_MAX,
+               "default wait within bounds");
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * store.h — the ledger's write path in PostgreSQL: one group commit.
+ *
+ * A worker of the batcher owns one store (one libpq connection). For
+ * each commit it calls store_commit_batch with the requests it
+ * coalesced. Inside one READ COMMITTED transaction the store:
+ *   1. loads the transfers already stored with the requested ids and the
+ *      pending transfers that post/void events reference;
+ *   2. locks every account the batch touches with SELECT ... FOR UPDATE
+ *      ORDER BY id (one global lock order: several meridiand processes
+ *      on one database never deadlock);
+ *   3. reloads the state of those pending transfers (now serialised by
+ *      the account locks) and hands everything to the engine;
+ *   4. writes the engine's outputs with few round trips (libpq pipeline
+ *      mode, array parameters with unnest) and commits.
+ * A concurrent duplicate id (unique violation), a serialization failure
+ * or a deadlock makes the whole batch STORE_RETRY: nothing was applied,
+ * and the batcher runs it again from step 1.
+ *
+ * The store never reports a transfer as applied unless COMMIT returned
+ * success. If the connection breaks after COMMIT was sent, the outcome
+ * is STORE_AMBIGUOUS and store_batch_committed settles it on a new
+ * connection.
+ */
+#ifndef MERIDIAN_STORE_H
+#define MERIDIAN_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ledger/ledger.h"
+
+typedef struct store store;
+
+typedef enum {
+    STORE_OK = 0,
+    STORE_RETRY = -1,     /* nothing applied; run the batch again */
+    STORE_CONN = -2,      /* connection lost before COMMIT was sent: nothing applied */
+    STORE_AMBIGUOUS = -3, /* connection lost after COMMIT was sent: unknown */
+    STORE_FATAL = -4,     /* a bug or a schema problem: logged with detail */
+    STORE_READONLY = -5,  /* the server is a standby / read-only: nothing applied */
+} store_status;
+
+typedef enum {
+    STORE_REQ_TRANSFERS = 1,
+    STORE_REQ_ACCOUNTS = 2,
+    STORE_REQ_EXPIRE = 3, /* transfers[i].id names pending transfers to expire */
+} store_request_kind;
+
+/* One API request (or one expiry sweep) inside a commit. Arrays are the
+ * caller's; results are written by store_commit_batch. */
+typedef struct store_request {
+    store_request_kind kind;
+    size_t count;
+    ledger_transfer *transfers;               /* TRANSFERS, EXPIRE */
+    ledger_transfer_result *transfer_results; /* TRANSFERS, EXPIRE */
+    ledger_account *accounts;                 /* ACCOUNTS */
+    ledger_account_result *account_results;   /* ACCOUNTS */
+} store_request;
+
+/* Connect to dsn. Returns NULL and writes a one-line reason to err on
+ * failure. The caller frees with store_free. */
+store *store_connect(const char *dsn, char *err, size_t err_size);
+void store_free(store *s);
+
+/* Drop and re-open the connection. Returns 0 or -1 (reason logged). */
+int store_reconnect(store *s);
+
+/* Apply reqs[0..n) in one transaction (see the file comment), using b as
+ * scratch (reset inside). now_us is the commit's clock. On STORE_OK every
+ * result array is filled and the transaction is committed. On any other
+ * status the results are undefined and must not be reported. */
+store_status store_commit_batch(store *s, ledger_batch *b, store_request *reqs,
+                                 size_t n, int64_t now_us);
+
+/* After STORE_AMBIGUOUS and a reconnect: did that batch commit? Looks up
+ * the ids the engine had applied. Returns 1 committed, 0 not committed
+ * (safe to run again), -1 cannot tell (connection still down). */
+int store_batch_committed(store *s, const store_request *reqs, size_t n);
+
+/* Ids of pending transfers whose timeout passed at now_us, at most max.
+ * Returns the count written to out, or -1. */
+int store_expired_pending(store *s, int64_t now_us, id128 *out, size_t max);
+
+#endif
