@@ -1,0 +1,696 @@
+/*
+ * test_keeper_fsm.c — the keeper's decisions against a simulated cell.
+ *
+ * A fake world holds a fake clock, a fake etcd (leader key under a
+ * lease, epoch, synchronous set, member keys with revisions) and a fake
+ * PostgreSQL per node (running, in recovery, upstream, flushed LSN, the
+ * synchronous names). Every tick each live keeper builds its view, asks
+ * keeper_fsm_step, and the test carries out the action on the world, as
+ * the real keeper does on real servers. A workload commits on whatever
+ * node is writable; a commit is acknowledged only when a synchronous
+ * standby streaming from that node flushes it.
+ *
+ * After every tick the checker asserts the invariants of DESIGN.md:
+ * at most one node gets commits acknowledged, only while it holds an
+ * unexpired lease (no acknowledged write by a fenced primary), and every
+ * promoted node holds every acknowledged commit (no loss).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "keeper/fsm.h"
+#include "keeper/syncset.h"
+
+#define NODES 3
+#define TICK_MS 100
+#define TTL_MS 3000
+#define MARGIN_MS 1000
+#define LAG_MAX 1000
+
+typedef struct fake_node {
+    char name[KEEPER_NAME_MAX];
+    bool keeper_alive; /* process exists */
+    bool paused;       /* SIGSTOP of keeper and PostgreSQL */
+    bool etcd_reachable;
+    keeper_state state;
+    int64_t etcd_ok_at_ms;
+    bool holds_lease;
+    int64_t lease_valid_until_ms;
+    /* PostgreSQL */
+    bool data, running, in_recovery, was_primary;
+    char upstream[KEEPER_NAME_MAX];
+    uint64_t flush_lsn;
+    keeper_names pg_names;
+    uint64_t names_changed_at_lsn;
+    /* its member key in etcd */
+    bool published;
+    int64_t pub_ms, pub_rev;
+    uint64_t pub_lsn;
+    bool pub_healthy, pub_primary, pub_streaming;
+    /* what it last read from etcd */
+    keeper_view cached;
+} fake_node;
+
+typedef struct world {
+    int64_t now_ms, rev;
+    bool initialized;
+    bool leader_present;
+    char leader[KEEPER_NAME_MAX];
+    int64_t lease_expires_ms, leader_deleted_rev, epoch;
+    char last_leader[KEEPER_NAME_MAX];
+    keeper_names syncset;
+    fake_node nodes[NODES];
+    uint64_t acked_lsn_max, acked_count;
+    int violations, promotions;
+    char violation[256];
+} world;
+
+static fake_node *node_by_name(world *w, const char *name)
+{
+    for (int i = 0; i < NODES; i++)
+        if (strcmp(w->nodes[i].name, name) == 0)
+            return &w->nodes[i];
+    return NULL;
+}
+
+static void violate(world *w, const char *what)
+{
+    w->violations++;
+    snprintf(w->violation, sizeof w->violation, "t=%lld ms: %s", (long long)w->now_ms, what);
+}
+
+static void world_init(world *w)
+{
+    memset(w, 0, sizeof *w);
+    static const char *names[NODES] = {"n1", "n2", "n3"};
+    for (int i = 0; i < NODES; i++) {
+        fake_node *n = &w->nodes[i];
+        snprintf(n->name, sizeof n->name, "%s", names[i]);
+        n->keeper_alive = true;
+        n->etcd_reachable = true;
+        n->state = KEEPER_INIT;
+    }
+}
+
+static void build_view(world *w, fake_node *n, keeper_view *v)
+{
+    if (n->etcd_reachable) {
+        memset(v, 0, sizeof *v);
+        v->etcd_ok = true;
+        n->etcd_ok_at_ms = w->now_ms;
+        v->cell_initialized = w->initialized;
+        v->leader_present = w->leader_present;
+        snprintf(v->leader, sizeof v->leader, "%s", w->leader);
+        v->epoch = w->epoch;
+        snprintf(v->last_leader, sizeof v->last_leader, "%s", w->last_leader);
+        v->syncset_count = w->syncset.count;
+        memcpy(v->syncset, w->syncset.names, sizeof v->syncset);
+        fake_node *leader = w->leader_present ? node_by_name(w, w->leader) : NULL;
+        for (int i = 0; i < NODES; i++) {
+            fake_node *o = &w->nodes[i];
+            if (o == n)
+                continue;
+            keeper_member *m = &v->members[v->member_count++];
+            snprintf(m->name, sizeof m->name, "%s", o->name);
+            m->present = o->published && w->now_ms - o->pub_ms < TTL_MS;
+            m->healthy = o->pub_healthy;
+            m->is_primary = o->pub_primary;
+            m->flush_lsn = o->pub_lsn;
+            m->streaming = o->pub_streaming && leader != NULL &&
+                           strcmp(o->upstream, leader->name) == 0;
+            m->lag_bytes = leader && leader->flush_lsn > o->pub_lsn
+                               ? leader->flush_lsn - o->pub_lsn : 0;
+            m->fresh = o->pub_rev > w->leader_deleted_rev;
+        }
+        /* The keeper learns it lost the key when etcd names another. */
+        if (!w->leader_present || strcmp(w->leader, n->name) != 0)
+            n->holds_lease = false;
+        n->cached = *v;
+    } else {
+        *v = n->cached;
+        v->etcd_ok = false;
+    }
+    v->now_ms = w->now_ms;
+    snprintf(v->self, sizeof v->self, "%s", n->name);
+    v->etcd_ok_at_ms = n->etcd_ok_at_ms;
+    v->holds_lease = n->holds_lease;
+    v->lease_valid_until_ms = n->lease_valid_until_ms;
+    v->pg_data_exists = n->data;
+    v->pg_running = n->running;
+    v->pg_in_recovery = n->in_recovery;
+    v->pg_follows_leader = v->leader_present && strcmp(n->upstream, v->leader) == 0;
+    v->pg_was_primary = n->was_primary;
+    v->pg_flush_lsn = n->flush_lsn;
+    v->etcd_lost_detach_ms = TTL_MS - MARGIN_MS;
+}
+
+static void take_lease(world *w, fake_node *n)
+{
+    w->leader_present = true;
+    snprintf(w->leader, sizeof w->leader, "%s", n->name);
+    snprintf(w->last_leader, sizeof w->last_leader, "%s", n->name);
+    w->epoch++;
+    w->lease_expires_ms = w->now_ms + TTL_MS;
+    n->holds_lease = true;
+    n->lease_valid_until_ms = w->now_ms + TTL_MS - MARGIN_MS;
+}
+
+static void check_durable(world *w, fake_node *n)
+{
+    if (n->flush_lsn < w->acked_lsn_max)
+        violate(w, "promoted a node that lacks acknowledged commits");
+}
+
+static void renew(world *w, fake_node *n, const keeper_view *v)
+{
+    if (!n->etcd_reachable)
+        return;
+    w->lease_expires_ms = w->now_ms + TTL_MS;
+    n->lease_valid_until_ms = w->now_ms + TTL_MS - MARGIN_MS;
+
+    keeper_names desired;
+    keeper_sync_plan plan;
+    keeper_sync_desired(v, LAG_MAX, &desired);
+    keeper_sync_plan_next(v, &desired, &n->pg_names, &w->syncset,
+                          n->names_changed_at_lsn, &plan);
+    if (plan.kind == KEEPER_SYNC_WRITE_ETCD) {
+        w->syncset = plan.names;
+    } else if (plan.kind == KEEPER_SYNC_SET_PG) {
+        n->pg_names = plan.names;
+        n->names_changed_at_lsn = n->flush_lsn;
+    }
+}
+
+static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
+{
+    fake_node *leader = w->leader_present ? node_by_name(w, w->leader) : NULL;
+
+    switch (a) {
+    case KEEPER_ACT_NONE:
+        break;
+    case KEEPER_ACT_INITDB_AND_LEAD:
+        if (!n->etcd_reachable || w->initialized)
+            break; /* the init claim is an etcd transaction: one winner */
+        w->initialized = true;
+        n->data = n->running = true;
+        n->in_recovery = false;
+        take_lease(w, n);
+        break;
+    case KEEPER_ACT_BASEBACKUP:
+        if (leader == NULL || !leader->running)
+            break;
+        n->data = n->running = n->in_recovery = true;
+        snprintf(n->upstream, sizeof n->upstream, "%s", leader->name);
+        n->flush_lsn = leader->flush_lsn;
+        break;
+    case KEEPER_ACT_START_STANDBY:
+        n->running = n->in_recovery = true;
+        snprintf(n->upstream, sizeof n->upstream, "%s", leader ? leader->name : "");
+        break;
+    case KEEPER_ACT_FOLLOW:
+        snprintf(n->upstream, sizeof n->upstream, "%s", v->leader);
+        break;
+    case KEEPER_ACT_DETACH:
+        n->upstream[0] = '\0';
+        break;
+    case KEEPER_ACT_ACQUIRE:
+        /* An etcd transaction: leader key absent -> create it, epoch+1. */
+        if (n->etcd_reachable && !w->leader_present)
+            take_lease(w, n);
+        break;
+    case KEEPER_ACT_PROMOTE:
+        check_durable(w, n);
+        n->in_recovery = false;
+        n->upstream[0] = '\0';
+        /* The new primary starts acking from the standbys already in the
+         * synchronous set: they are in etcd's set, so step 1 holds. */
+        memset(&n->pg_names, 0, sizeof n->pg_names);
+        for (size_t i = 0; i < w->syncset.count; i++)
+            if (strcmp(w->syncset.names[i], n->name) != 0)
+                snprintf(n->pg_names.names[n->pg_names.count++], KEEPER_NAME_MAX, "%s",
+                         w->syncset.names[i]);
+        n->names_changed_at_lsn = n->flush_lsn;
+        w->promotions++;
+        break;
+    case KEEPER_ACT_RENEW:
+        renew(w, n, v);
+        break;
+    case KEEPER_ACT_START_PRIMARY:
+        check_durable(w, n);
+        n->running = true;
+        n->in_recovery = false;
+        break;
+    case KEEPER_ACT_FENCE:
+        if (n->running && !n->in_recovery)
+            n->was_primary = true;
+        n->running = false;
+        break;
+    case KEEPER_ACT_REWIND:
+        if (leader == NULL || !leader->running)
+            break;
+        n->flush_lsn = leader->flush_lsn; /* rewound, then caught up */
+        n->running = n->in_recovery = true;
+        n->was_primary = false;
+        snprintf(n->upstream, sizeof n->upstream, "%s", leader->name);
+        break;
+    case KEEPER_ACT_COUNT:
+        fail();
+    }
+}
+
+/* One commit attempt on every writable node, then streaming. */
+static void workload(world *w)
+{
+    int acked_by = 0;
+    for (int i = 0; i < NODES; i++) {
+        fake_node *p = &w->nodes[i];
+        if (p->paused || !p->running || p->in_recovery)
+            continue;
+        p->flush_lsn++; /* committed locally */
+        bool acked = false;
+        for (size_t k = 0; k < p->pg_names.count; k++) {
+            fake_node *s = node_by_name(w, p->pg_names.names[k]);
+            if (s && !s->paused && s->running && s->in_recovery &&
+                strcmp(s->upstream, p->name) == 0)
+                acked = true;
+        }
+        if (!acked)
+            continue;
+        acked_by++;
+        bool lease_ok = w->leader_present && strcmp(w->leader, p->name) == 0 &&
+                        w->now_ms < w->lease_expires_ms;
+        if (!lease_ok)
+            violate(w, "a commit was acknowledged by a node without the lease");
+        if (p->flush_lsn > w->acked_lsn_max)
+            w->acked_lsn_max = p->flush_lsn;
+        w->acked_count++;
+    }
+    if (acked_by > 1)
+        violate(w, "two nodes got commits acknowledged in the same tick");
+    /* Streaming: standbys receive what their upstream has. */
+    for (int i = 0; i < NODES; i++) {
+        fake_node *s = &w->nodes[i];
+        fake_node *up = s->upstream[0] ? node_by_name(w, s->upstream) : NULL;
+        if (s->paused || !s->running || !s->in_recovery || up == NULL || up->paused ||
+            !up->running)
+            continue;
+        if (up->flush_lsn > s->flush_lsn)
+            s->flush_lsn = up->flush_lsn;
+    }
+}
+
+static void tick(world *w)
+{
+    w->now_ms += TICK_MS;
+    if (w->leader_present && w->now_ms >= w->lease_expires_ms) {
+        w->leader_present = false;
+        w->leader_deleted_rev = ++w->rev;
+    }
+    for (int i = 0; i < NODES; i++) {
+        fake_node *n = &w->nodes[i];
+        if (!n->keeper_alive || n->paused)
+            continue;
+        if (n->etcd_reachable) { /* publish the member key first */
+            n->published = true;
+            n->pub_ms = w->now_ms;
+            n->pub_rev = ++w->rev;
+            n->pub_lsn = n->flush_lsn;
+            n->pub_healthy = n->running;
+            n->pub_primary = n->running && !n->in_recovery;
+            n->pub_streaming = n->running && n->in_recovery && n->upstream[0];
+        }
+        keeper_view v;
+        build_view(w, n, &v);
+        const keeper_transition *t = keeper_fsm_step(n->state, &v);
+        if (t != NULL) {
+            n->state = t->to;
+            apply(w, n, t->action, &v);
+        } else if (n->state == KEEPER_PRIMARY) {
+            apply(w, n, KEEPER_ACT_RENEW, &v);
+        }
+    }
+    workload(w);
+}
+
+static void run_ticks(world *w, int count)
+{
+    for (int i = 0; i < count; i++)
+        tick(w);
+}
+
+static int count_state(world *w, keeper_state s)
+{
+    int c = 0;
+    for (int i = 0; i < NODES; i++)
+        if (w->nodes[i].keeper_alive && w->nodes[i].state == s)
+            c++;
+    return c;
+}
+
+static fake_node *primary(world *w)
+{
+    for (int i = 0; i < NODES; i++)
+        if (w->nodes[i].keeper_alive && w->nodes[i].state == KEEPER_PRIMARY)
+            return &w->nodes[i];
+    return NULL;
+}
+
+/* Ticks until a node other than old is PRIMARY; -1 if none within max. */
+static int ticks_until_new_primary(world *w, const fake_node *old, int max)
+{
+    for (int i = 1; i <= max; i++) {
+        tick(w);
+        fake_node *p = primary(w);
+        if (p != NULL && p != old && p->running && !p->in_recovery)
+            return i;
+    }
+    return -1;
+}
+
+static void assert_healthy_cell(world *w)
+{
+    fake_node *p = primary(w);
+    assert_non_null(p);
+    assert_int_equal(count_state(w, KEEPER_PRIMARY), 1);
+    for (int i = 0; i < NODES; i++) {
+        fake_node *n = &w->nodes[i];
+        if (n == p || !n->keeper_alive)
+            continue;
+        assert_int_equal(n->state, KEEPER_STANDBY);
+        assert_string_equal(n->upstream, p->name);
+        assert_true(n->flush_lsn + LAG_MAX >= p->flush_lsn);
+    }
+}
+
+static void bootstrap(world *w)
+{
+    world_init(w);
+    run_ticks(w, 40);
+    if (w->violations)
+        fail_msg("%s", w->violation);
+}
+
+/* ---- Tests. */
+
+static void test_bootstrap_one_primary_two_standbys(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    assert_healthy_cell(&w);
+    assert_int_equal(w.epoch, 1);
+    assert_int_equal(w.syncset.count, 2);
+    assert_true(w.acked_count > 10);
+    char buf[128];
+    assert_int_equal(keeper_sync_names_format(&primary(&w)->pg_names, buf, sizeof buf), 0);
+    assert_true(strncmp(buf, "ANY 1 (\"", 8) == 0);
+}
+
+static void test_primary_node_loss_promotes_without_loss(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *old = primary(&w);
+    uint64_t acked_before = w.acked_count;
+    old->keeper_alive = false;
+    old->running = false;
+    int ticks = ticks_until_new_primary(&w, old, 100);
+    assert_true(ticks > 0);
+    /* Detection waits for the lease: TTL plus a few loops, not more. */
+    assert_true(ticks * TICK_MS <= TTL_MS + 1000);
+    assert_int_equal(w.violations, 0);
+    assert_int_equal(w.epoch, 2);
+    run_ticks(&w, 30);
+    assert_int_equal(w.violations, 0);
+    assert_true(w.acked_count > acked_before);
+    fake_node *p = primary(&w);
+    for (int i = 0; i < NODES; i++)
+        if (&w.nodes[i] != p && w.nodes[i].keeper_alive)
+            assert_string_equal(w.nodes[i].upstream, p->name);
+}
+
+static void test_isolated_primary_fences_then_rejoins(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *old = primary(&w);
+    old->etcd_reachable = false;
+    int ticks = ticks_until_new_primary(&w, old, 100);
+    assert_true(ticks > 0);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_int_equal(old->state, KEEPER_FENCED);
+    assert_false(old->running);
+    /* Heal: the old primary rewinds and follows the new one. */
+    old->etcd_reachable = true;
+    run_ticks(&w, 40);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_healthy_cell(&w);
+    assert_true(primary(&w) != old);
+    assert_false(old->was_primary);
+}
+
+static void test_paused_primary_for_twice_ttl(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *old = primary(&w);
+    old->paused = true;
+    run_ticks(&w, 2 * TTL_MS / TICK_MS);
+    assert_true(primary(&w) != NULL);
+    old->paused = false; /* SIGCONT: its clock says the lease is gone */
+    run_ticks(&w, 60);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_healthy_cell(&w);
+    assert_true(primary(&w) != old);
+    assert_int_equal(w.epoch, 2);
+}
+
+static void test_sync_standby_down_then_primary_dies(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *p = primary(&w);
+    fake_node *a = NULL, *b = NULL;
+    for (int i = 0; i < NODES; i++)
+        if (&w.nodes[i] != p)
+            *(a == NULL ? &a : &b) = &w.nodes[i];
+    b->keeper_alive = false;
+    b->running = false;
+    run_ticks(&w, 50); /* the primary shrinks its set to {a} */
+    assert_int_equal(w.syncset.count, 1);
+    assert_string_equal(w.syncset.names[0], a->name);
+    p->keeper_alive = false;
+    p->running = false;
+    int ticks = ticks_until_new_primary(&w, p, 100);
+    assert_true(ticks > 0);
+    assert_ptr_equal(primary(&w), a);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    /* b returns and follows a; it was never promotable. */
+    b->keeper_alive = true;
+    run_ticks(&w, 50);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_healthy_cell(&w);
+}
+
+static void test_no_promotion_when_set_member_missing(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *p = primary(&w);
+    fake_node *a = NULL, *b = NULL;
+    for (int i = 0; i < NODES; i++)
+        if (&w.nodes[i] != p)
+            *(a == NULL ? &a : &b) = &w.nodes[i];
+    /* Primary and one synchronous standby die together: the survivor
+     * cannot know it holds every acknowledged commit. */
+    p->keeper_alive = false;
+    p->running = false;
+    a->keeper_alive = false;
+    a->running = false;
+    assert_int_equal(ticks_until_new_primary(&w, p, 100), -1);
+    assert_int_equal(w.promotions, 0);
+    keeper_view v;
+    build_view(&w, b, &v);
+    const char *why = NULL;
+    assert_false(keeper_may_promote(&v, &why));
+    assert_non_null(why);
+    assert_non_null(strstr(why, "unreachable"));
+    /* The standby comes back: now the most advanced one promotes. */
+    a->keeper_alive = true;
+    assert_true(ticks_until_new_primary(&w, p, 100) > 0);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+}
+
+static void test_flapping_etcd_link_no_failover(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *p = primary(&w);
+    for (int i = 0; i < 200; i++) {
+        p->etcd_reachable = (i % 5) != 0; /* 100 ms gaps, well under the margin */
+        tick(&w);
+    }
+    p->etcd_reachable = true;
+    run_ticks(&w, 5);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_ptr_equal(primary(&w), p);
+    assert_int_equal(w.epoch, 1);
+    assert_int_equal(w.promotions, 0);
+}
+
+static void test_long_etcd_outage_of_standby_detaches(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *p = primary(&w);
+    fake_node *s = (&w.nodes[0] == p) ? &w.nodes[1] : &w.nodes[0];
+    s->etcd_reachable = false;
+    run_ticks(&w, (TTL_MS - MARGIN_MS) / TICK_MS + 2);
+    assert_int_equal(s->state, KEEPER_DETACHED);
+    assert_string_equal(s->upstream, "");
+    s->etcd_reachable = true;
+    run_ticks(&w, 20);
+    assert_healthy_cell(&w);
+}
+
+static void test_candidate_race_one_winner(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *p = primary(&w);
+    p->keeper_alive = false;
+    p->running = false;
+    /* Equal LSNs: the tie-break by name lets exactly one candidate go. */
+    run_ticks(&w, TTL_MS / TICK_MS + 1);
+    int may = 0;
+    for (int i = 0; i < NODES; i++) {
+        fake_node *n = &w.nodes[i];
+        if (n == p || n->state != KEEPER_STANDBY)
+            continue;
+        keeper_view v;
+        build_view(&w, n, &v);
+        if (keeper_may_promote(&v, NULL))
+            may++;
+    }
+    assert_true(may <= 1);
+    /* Force both to try at once: the etcd transaction admits one. */
+    for (int i = 0; i < NODES; i++) {
+        fake_node *n = &w.nodes[i];
+        if (n == p)
+            continue;
+        keeper_view v;
+        build_view(&w, n, &v);
+        n->state = KEEPER_PROMOTING;
+        apply(&w, n, KEEPER_ACT_ACQUIRE, &v);
+    }
+    run_ticks(&w, 30);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_int_equal(count_state(&w, KEEPER_PRIMARY), 1);
+    assert_int_equal(w.epoch, 2);
+}
+
+static void test_syncset_plan_steps(void **state)
+{
+    (void)state;
+    keeper_view v;
+    memset(&v, 0, sizeof v);
+    v.member_count = 2;
+    snprintf(v.members[0].name, KEEPER_NAME_MAX, "a");
+    snprintf(v.members[1].name, KEEPER_NAME_MAX, "b");
+    for (int i = 0; i < 2; i++) {
+        v.members[i].present = v.members[i].healthy = v.members[i].streaming = true;
+        v.members[i].flush_lsn = 100;
+    }
+    keeper_names desired, pg = {0}, etcd = {0};
+    keeper_sync_plan plan;
+    keeper_sync_desired(&v, 10, &desired);
+    assert_int_equal(desired.count, 2);
+    /* Grow etcd first. */
+    keeper_sync_plan_next(&v, &desired, &pg, &etcd, 0, &plan);
+    assert_int_equal(plan.kind, KEEPER_SYNC_WRITE_ETCD);
+    assert_int_equal(plan.names.count, 2);
+    etcd = plan.names;
+    keeper_sync_plan_next(&v, &desired, &pg, &etcd, 0, &plan);
+    assert_int_equal(plan.kind, KEEPER_SYNC_SET_PG);
+    pg = plan.names;
+    keeper_sync_plan_next(&v, &desired, &pg, &etcd, 0, &plan);
+    assert_int_equal(plan.kind, KEEPER_SYNC_NOOP);
+    /* b fails: PostgreSQL first, etcd only once a holds LSN 150. */
+    v.members[1].healthy = false;
+    keeper_sync_desired(&v, 10, &desired);
+    assert_int_equal(desired.count, 1);
+    keeper_sync_plan_next(&v, &desired, &pg, &etcd, 0, &plan);
+    assert_int_equal(plan.kind, KEEPER_SYNC_SET_PG);
+    pg = plan.names;
+    keeper_sync_plan_next(&v, &desired, &pg, &etcd, 150, &plan);
+    assert_int_equal(plan.kind, KEEPER_SYNC_NOOP);
+    v.members[0].flush_lsn = 150;
+    keeper_sync_plan_next(&v, &desired, &pg, &etcd, 150, &plan);
+    assert_int_equal(plan.kind, KEEPER_SYNC_WRITE_ETCD);
+    assert_int_equal(plan.names.count, 1);
+    assert_string_equal(plan.names.names[0], "a");
+    /* No healthy standby at all: never shrink to nothing. */
+    v.members[0].healthy = false;
+    keeper_sync_desired(&v, 10, &desired);
+    assert_int_equal(desired.count, 0);
+    etcd = plan.names;
+    keeper_sync_plan_next(&v, &desired, &pg, &etcd, 150, &plan);
+    assert_int_equal(plan.kind, KEEPER_SYNC_NOOP);
+    char buf[8];
+    assert_int_equal(keeper_sync_names_format(&pg, buf, sizeof buf), -1);
+}
+
+static void test_dot_names_every_state(void **state)
+{
+    (void)state;
+    char buf[16384];
+    size_t len = keeper_fsm_dot(buf, sizeof buf);
+    assert_true(len < sizeof buf);
+    assert_non_null(strstr(buf, "digraph keeper"));
+    for (int s = 0; s < KEEPER_STATE_COUNT; s++)
+        assert_non_null(strstr(buf, keeper_state_name((keeper_state)s)));
+    assert_non_null(strstr(buf, "primary -> fenced"));
+    /* A too-small buffer reports the size it needs and stays terminated. */
+    char small[16];
+    assert_int_equal(keeper_fsm_dot(small, sizeof small), len);
+    assert_int_equal(strlen(small), sizeof small - 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bootstrap_one_primary_two_standbys),
+        cmocka_unit_test(test_primary_node_loss_promotes_without_loss),
+        cmocka_unit_test(test_isolated_primary_fences_then_rejoins),
+        cmocka_unit_test(test_paused_primary_for_twice_ttl),
+        cmocka_unit_test(test_sync_standby_down_then_primary_dies),
+        cmocka_unit_test(test_no_promotion_when_set_member_missing),
+        cmocka_unit_test(test_flapping_etcd_link_no_failover),
+        cmocka_unit_test(test_long_etcd_outage_of_standby_detaches),
+        cmocka_unit_test(test_candidate_race_one_winner),
+        cmocka_unit_test(test_syncset_plan_steps),
+        cmocka_unit_test(test_dot_names_every_state),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
