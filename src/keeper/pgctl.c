@@ -1,0 +1,470 @@
+/*
+ * pgctl.c — run and inspect the local PostgreSQL for the keeper.
+ *
+ * Server binaries run as a non-root user (see pgctl.h); every child is
+ * bounded by a timeout and killed past it. SQL goes over libpq to
+ * 127.0.0.1:port as the `postgres` superuser, trust-authenticated on
+ * loopback only (the lab's setting; production configurations use
+ * certificates).
+ */
+#include "keeper/pgctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "common/mrd_assert.h"
+
+#define PGCTL_PATH_MAX 1024
+#define PGCTL_ARGV_MAX 24
+
+static int fail(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t err_size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err != NULL && err_size > 0)
+        vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const char *run_user(const pgctl_config *cfg)
+{
+    return cfg->run_as_user ? cfg->run_as_user : "postgres";
+}
+
+static void path_join(char *out, const char *a, const char *b)
+{
+    int n = snprintf(out, PGCTL_PATH_MAX, "%s/%s", a, b);
+    mrd_assert(n > 0 && n < PGCTL_PATH_MAX);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Give the node directory (and what's in it that we created) to the
+ * server's user when we are root. */
+static int chown_to_user(const pgctl_config *cfg, const char *path, char *err, size_t err_size)
+{
+    if (geteuid() != 0)
+        return 0;
+    struct passwd *pw = getpwnam(run_user(cfg));
+    if (pw == NULL)
+        return fail(err, err_size, "user %s does not exist; PostgreSQL cannot run as root",
+                    run_user(cfg));
+    if (chown(path, pw->pw_uid, pw->pw_gid) != 0)
+        return fail(err, err_size, "chown %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* fork + (drop to the server user) + exec argv, output appended to
+ * basedir/log_name.log, stdin from stdin_path or /dev/null; kill after
+ * timeout_ms. Returns the exit status (0 = success), or -1. */
+static int run(const pgctl_config *cfg, char *const argv[], const char *log_name,
+               const char *stdin_path, int timeout_ms, char *err, size_t err_size)
+{
+    char log_path[PGCTL_PATH_MAX];
+    char name[128];
+    snprintf(name, sizeof name, "%s.log", log_name);
+    path_join(log_path, cfg->basedir, name);
+
+    uid_t uid = 0;
+    gid_t gid = 0;
+    bool drop = geteuid() == 0;
+    if (drop) {
+        struct passwd *pw = getpwnam(run_user(cfg));
+        if (pw == NULL)
+            return fail(err, err_size, "user %s does not exist", run_user(cfg));
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        return fail(err, err_size, "open %s: %s", log_path, strerror(errno));
+    if (drop && fchown(log_fd, uid, gid) != 0) {
+        close(log_fd);
+        return fail(err, err_size, "chown %s: %s", log_path, strerror(errno));
+    }
+    int in_fd = open(stdin_path ? stdin_path : "/dev/null", O_RDONLY | O_CLOEXEC);
+    if (in_fd < 0) {
+        close(log_fd);
+        return fail(err, err_size, "open stdin: %s", strerror(errno));
+    }
+
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(log_fd);
+        close(in_fd);
+        return fail(err, err_size, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        dup2(in_fd, 0);
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+        if (chdir(cfg->basedir) != 0)
+            _exit(126);
+        if (drop && (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0))
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(log_fd);
+    close(in_fd);
+
+    int64_t deadline = mono_ms() + timeout_ms;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0 && errno != EINTR)
+            return fail(err, err_size, "waitpid: %s", strerror(errno));
+        if (mono_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return fail(err, err_size, "%s did not finish within %d ms (see %s)", argv[0],
+                        timeout_ms, log_path);
+        }
+        usleep(20 * 1000);
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    return fail(err, err_size, "%s failed (exit %d); see %s", argv[0],
+                WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log_path);
+}
+
+static int append_file(const char *path, const char *text, char *err, size_t err_size)
+{
+    FILE *f = fopen(path, "a");
+    if (f == NULL)
+        return fail(err, err_size, "open %s: %s", path, strerror(errno));
+    int ok = fputs(text, f) >= 0;
+    if (fclose(f) != 0)
+        ok = 0;
+    return ok ? 0 : fail(err, err_size, "write %s: %s", path, strerror(errno));
+}
+
+static void data_path(const pgctl_config *cfg, char *out, const char *file)
+{
+    char data[PGCTL_PATH_MAX];
+    path_join(data, cfg->basedir, "data");
+    if (file == NULL)
+        snprintf(out, PGCTL_PATH_MAX, "%s", data);
+    else
+        path_join(out, data, file);
+}
+
+static void bin(const pgctl_config *cfg, char *out, const char *name)
+{
+    path_join(out, cfg->bindir, name);
+}
+
+/* Settings every node carries; the last occurrence in the file wins, so
+ * a clone appends its own port after the copied ones. */
+static int write_node_conf(const pgctl_config *cfg, char *err, size_t err_size)
+{
+    char conf[PGCTL_PATH_MAX], text[1024];
+    data_path(cfg, conf, "postgresql.conf");
+    snprintf(text, sizeof text,
+             "\n# --- meridian-keeper (%s)\n"
+             "listen_addresses = '127.0.0.1'\n"
+             "port = %d\n"
+             "unix_socket_directories = '%s'\n"
+             "max_connections = 200\n"
+             "wal_level = replica\n"
+             "max_wal_senders = 10\n"
+             "max_replication_slots = 10\n"
+             "wal_keep_size = '512MB'\n"
+             "hot_standby = on\n"
+             "hot_standby_feedback = on\n"
+             "wal_log_hints = on\n"
+             "wal_receiver_status_interval = '1s'\n"
+             "wal_sender_timeout = '5s'\n"
+             "wal_receiver_timeout = '5s'\n"
+             "synchronous_commit = on\n"
+             "logging_collector = off\n",
+             cfg->node_name, cfg->port, cfg->basedir);
+    return append_file(conf, text, err, err_size);
+}
+
+static int ensure_basedir(const pgctl_config *cfg, char *err, size_t err_size)
+{
+    if (mkdir(cfg->basedir, 0700) != 0 && errno != EEXIST)
+        return fail(err, err_size, "mkdir %s: %s", cfg->basedir, strerror(errno));
+    return chown_to_user(cfg, cfg->basedir, err, err_size);
+}
+
+int pgctl_initdb(const pgctl_config *cfg, char *err, size_t err_size)
+{
+    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], hba[PGCTL_PATH_MAX];
+    if (ensure_basedir(cfg, err, err_size) != 0)
+        return -1;
+    bin(cfg, exe, "initdb");
+    data_path(cfg, data, NULL);
+    char *argv[] = {exe, "-D", data, "-U", "postgres", "--auth=trust", "--data-checksums",
+                    "-E", "UTF8", "--locale=C.UTF-8", NULL};
+    if (run(cfg, argv, "initdb", NULL, 120 * 1000, err, err_size) != 0)
+        return -1;
+    if (write_node_conf(cfg, err, err_size) != 0)
+        return -1;
+    data_path(cfg, hba, "pg_hba.conf");
+    return append_file(hba, "host replication all 127.0.0.1/32 trust\n", err, err_size);
+}
+
+int pgctl_basebackup(const pgctl_config *cfg, const char *primary_host, int primary_port,
+                     char *err, size_t err_size)
+{
+    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], port[16], dbopt[256];
+    if (ensure_basedir(cfg, err, err_size) != 0)
+        return -1;
+    bin(cfg, exe, "pg_basebackup");
+    data_path(cfg, data, NULL);
+    snprintf(port, sizeof port, "%d", primary_port);
+    snprintf(dbopt, sizeof dbopt, "application_name=%s", cfg->node_name);
+    char *argv[] = {exe, "-h", (char *)primary_host, "-p", port, "-U", "postgres", "-D", data,
+                    "-X", "stream", "-R", "-c", "fast", "-d", dbopt, NULL};
+    if (run(cfg, argv, "basebackup", NULL, 600 * 1000, err, err_size) != 0)
+        return -1;
+    return write_node_conf(cfg, err, err_size);
+}
+
+static bool pid_file_exists(const pgctl_config *cfg)
+{
+    char pidfile[PGCTL_PATH_MAX];
+    data_path(cfg, pidfile, "postmaster.pid");
+    return access(pidfile, F_OK) == 0;
+}
+
+int pgctl_start(const pgctl_config *cfg, int timeout_ms, char *err, size_t err_size)
+{
+    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], log[PGCTL_PATH_MAX], t[16];
+    bin(cfg, exe, "pg_ctl");
+    data_path(cfg, data, NULL);
+    path_join(log, cfg->basedir, "postgres.log");
+    snprintf(t, sizeof t, "%d", timeout_ms / 1000 > 0 ? timeout_ms / 1000 : 1);
+    char *argv[] = {exe, "-D", data, "-l", log, "-w", "-t", t, "start", NULL};
+    return run(cfg, argv, "pg_ctl", NULL, timeout_ms + 5000, err, err_size);
+}
+
+int pgctl_stop(const pgctl_config *cfg, const char *mode, int timeout_ms, char *err,
+               size_t err_size)
+{
+    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], t[16];
+    if (!pid_file_exists(cfg))
+        return 0;
+    bin(cfg, exe, "pg_ctl");
+    data_path(cfg, data, NULL);
+    snprintf(t, sizeof t, "%d", timeout_ms / 1000 > 0 ? timeout_ms / 1000 : 1);
+    char *argv[] = {exe, "-D", data, "-m", (char *)mode, "-w", "-t", t, "stop", NULL};
+    if (run(cfg, argv, "pg_ctl", NULL, timeout_ms + 5000, err, err_size) == 0)
+        return 0;
+    /* A stale pid file of a dead server is not running. */
+    return pid_file_exists(cfg) ? -1 : 0;
+}
+
+/* Finish crash recovery of a server that was killed, so pg_rewind (which
+ * needs a clean shutdown) can run: single-user mode, then exit. */
+static int single_user_recovery(const pgctl_config *cfg, char *err, size_t err_size)
+{
+    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX];
+    bin(cfg, exe, "postgres");
+    data_path(cfg, data, NULL);
+    char *argv[] = {exe, "--single", "-D", data, "-c", "archive_mode=off", "postgres", NULL};
+    return run(cfg, argv, "single-user", "/dev/null", 300 * 1000, err, err_size);
+}
+
+int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_port,
+                 char *err, size_t err_size)
+{
+    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], target[PGCTL_PATH_MAX + 32];
+    char source[256], path[PGCTL_PATH_MAX], text[512];
+
+    bin(cfg, exe, "pg_rewind");
+    data_path(cfg, data, NULL);
+    snprintf(target, sizeof target, "--target-pgdata=%s", data);
+    snprintf(source, sizeof source,
+             "--source-server=host=%s port=%d user=postgres dbname=postgres", source_host,
+             source_port);
+    char *argv[] = {exe, target, source, NULL};
+    if (run(cfg, argv, "rewind", NULL, 600 * 1000, err, err_size) != 0) {
+        /* Killed servers must finish crash recovery first; try once. */
+        if (single_user_recovery(cfg, err, err_size) != 0)
+            return -1;
+        if (run(cfg, argv, "rewind", NULL, 600 * 1000, err, err_size) != 0)
+            return -1;
+    }
+    /* pg_rewind copied the source's configuration files, port included:
+     * restate this node's own settings (the last occurrence wins). */
+    if (write_node_conf(cfg, err, err_size) != 0)
+        return -1;
+    data_path(cfg, path, "standby.signal");
+    if (append_file(path, "", err, err_size) != 0 || chown_to_user(cfg, path, err, err_size) != 0)
+        return -1;
+    data_path(cfg, path, "postgresql.auto.conf");
+    snprintf(text, sizeof text,
+             "primary_conninfo = 'host=%s port=%d user=postgres application_name=%s'\n",
+             source_host, source_port, cfg->node_name);
+    return append_file(path, text, err, err_size);
+}
+
+static PGconn *connect_local(const pgctl_config *cfg)
+{
+    char dsn[256];
+    snprintf(dsn, sizeof dsn,
+             "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=2 "
+             "application_name=meridian-keeper",
+             cfg->port);
+    PGconn *c = PQconnectdb(dsn);
+    if (PQstatus(c) != CONNECTION_OK) {
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+int pgctl_parse_lsn(const char *text, uint64_t *out)
+{
+    unsigned int hi, lo;
+    char tail;
+    if (text == NULL || sscanf(text, "%X/%X%c", &hi, &lo, &tail) != 2)
+        return -1;
+    *out = ((uint64_t)hi << 32) | lo;
+    return 0;
+}
+
+int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out)
+{
+    mrd_assert(cfg != NULL && out != NULL);
+    memset(out, 0, sizeof *out);
+    PGconn *c = connect_local(cfg);
+    if (c == NULL)
+        return 0;
+    PGresult *r = PQexec(
+        c, "SELECT pg_is_in_recovery(),"
+           " CASE WHEN pg_is_in_recovery()"
+           "  THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
+           "  ELSE pg_current_wal_flush_lsn() END,"
+           " COALESCE(pg_last_wal_replay_lsn(), '0/0'),"
+           " CASE WHEN pg_is_in_recovery()"
+           "  THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),"
+           "                (SELECT timeline_id FROM pg_control_checkpoint()))"
+           "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+           " END,"
+           " current_setting('primary_conninfo'), current_setting('synchronous_standby_names')");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        out->running = true;
+        out->in_recovery = PQgetvalue(r, 0, 0)[0] == 't';
+        pgctl_parse_lsn(PQgetvalue(r, 0, 1), &out->flush_lsn);
+        pgctl_parse_lsn(PQgetvalue(r, 0, 2), &out->replay_lsn);
+        out->timeline = (uint32_t)strtoul(PQgetvalue(r, 0, 3), NULL, 10);
+        snprintf(out->upstream, sizeof out->upstream, "%s", PQgetvalue(r, 0, 4));
+        snprintf(out->sync_names, sizeof out->sync_names, "%s", PQgetvalue(r, 0, 5));
+    }
+    PQclear(r);
+    PQfinish(c);
+    return 0;
+}
+
+int pgctl_exec(const pgctl_config *cfg, const char *sql, char *err, size_t err_size)
+{
+    PGconn *c = connect_local(cfg);
+    if (c == NULL)
+        return fail(err, err_size, "cannot connect to the local PostgreSQL on port %d", cfg->port);
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        rc = fail(err, err_size, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
+int pgctl_promote(const pgctl_config *cfg, int timeout_s, char *err, size_t err_size)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT pg_promote(true, %d)", timeout_s);
+    PGconn *c = connect_local(cfg);
+    if (c == NULL)
+        return fail(err, err_size, "cannot connect to the local PostgreSQL on port %d", cfg->port);
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQgetvalue(r, 0, 0)[0] != 't')
+        rc = fail(err, err_size, "pg_promote did not finish within %d s: %s", timeout_s,
+                  PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
+/* ALTER SYSTEM SET name = value; SELECT pg_reload_conf(). */
+static int set_and_reload(const pgctl_config *cfg, const char *name, const char *value,
+                          char *err, size_t err_size)
+{
+    PGconn *c = connect_local(cfg);
+    if (c == NULL)
+        return fail(err, err_size, "cannot connect to the local PostgreSQL on port %d", cfg->port);
+    int rc = -1;
+    char *lit = PQescapeLiteral(c, value, strlen(value));
+    if (lit == NULL) {
+        fail(err, err_size, "escape: %s", PQerrorMessage(c));
+        goto out;
+    }
+    char sql[1024];
+    int n = snprintf(sql, sizeof sql, "ALTER SYSTEM SET %s = %s", name, lit);
+    PQfreemem(lit);
+    if (n < 0 || (size_t)n >= sizeof sql) {
+        fail(err, err_size, "value for %s too long", name);
+        goto out;
+    }
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        fail(err, err_size, "%s: %s", sql, PQerrorMessage(c));
+        PQclear(r);
+        goto out;
+    }
+    PQclear(r);
+    r = PQexec(c, "SELECT pg_reload_conf()");
+    rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : fail(err, err_size, "reload: %s",
+                                                         PQerrorMessage(c));
+    PQclear(r);
+out:
+    PQfinish(c);
+    return rc;
+}
+
+int pgctl_set_primary_conninfo(const pgctl_config *cfg, const char *host, int port, char *err,
+                               size_t err_size)
+{
+    char conninfo[256] = "";
+    if (host != NULL && host[0] != '\0')
+        snprintf(conninfo, sizeof conninfo,
+                 "host=%s port=%d user=postgres application_name=%s", host, port,
+                 cfg->node_name);
+    return set_and_reload(cfg, "primary_conninfo", conninfo, err, err_size);
+}
+
+int pgctl_set_sync_names(const pgctl_config *cfg, const char *value, char *err, size_t err_size)
+{
+    return set_and_reload(cfg, "synchronous_standby_names", value, err, err_size);
+}

@@ -1,0 +1,81 @@
+/*
+ * pgctl.h — the keeper's hands on its local PostgreSQL 15.
+ *
+ * Everything the state machine's actions need: initdb, pg_basebackup,
+ * start/stop, promote, pg_rewind, reading the node's state (role,
+ * timeline, LSNs), and changing synchronous_standby_names and
+ * primary_conninfo at run time (ALTER SYSTEM + pg_reload_conf: both are
+ * reloadable in PostgreSQL 15, so a standby follows a new primary without
+ * a restart). PostgreSQL refuses to run as root: when the keeper runs as
+ * root, every server binary is started as run_as_user (the Debian
+ * `postgres` user) via fork + setgid/setuid + exec. Commands are bounded
+ * by a timeout and their output goes to DATADIR/../<cmd>.log.
+ */
+#ifndef MERIDIAN_KEEPER_PGCTL_H
+#define MERIDIAN_KEEPER_PGCTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pgctl_config {
+    const char *bindir;      /* /usr/lib/postgresql/15/bin */
+    const char *basedir;     /* node directory: data/ and logs live under it */
+    const char *run_as_user; /* used when running as root; NULL = "postgres" */
+    const char *node_name;   /* application_name when streaming */
+    int port;                /* 127.0.0.1:port */
+} pgctl_config;
+
+typedef struct pgctl_state {
+    bool running;
+    bool in_recovery;
+    uint32_t timeline;
+    uint64_t flush_lsn;   /* primary: current flush LSN; standby: received+flushed */
+    uint64_t replay_lsn;  /* standby: replayed */
+    char upstream[256];   /* standby: primary_conninfo in force ("" when none) */
+    char sync_names[256]; /* primary: synchronous_standby_names */
+} pgctl_state;
+
+/* Create DATADIR with data checksums, trust auth on 127.0.0.1 only, a
+ * replication-ready configuration on cfg->port. Returns 0 or -1 with a
+ * reason in err. */
+int pgctl_initdb(const pgctl_config *cfg, char *err, size_t err_size);
+
+/* Clone a running primary into an empty DATADIR (pg_basebackup -X stream
+ * -R, application_name = node_name) and set this node's port. */
+int pgctl_basebackup(const pgctl_config *cfg, const char *primary_host, int primary_port,
+                     char *err, size_t err_size);
+
+/* Start (waiting until it accepts connections, at most timeout_ms) and
+ * stop ("fast" or "immediate"). Stopping a stopped server is success. */
+int pgctl_start(const pgctl_config *cfg, int timeout_ms, char *err, size_t err_size);
+int pgctl_stop(const pgctl_config *cfg, const char *mode, int timeout_ms, char *err,
+               size_t err_size);
+
+/* Make a stopped former primary a standby of source (pg_rewind, then
+ * standby.signal and primary_conninfo). */
+int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_port,
+                 char *err, size_t err_size);
+
+/* Read the node's state. A stopped or unreachable server gives 0 with
+ * running = false. Returns -1 only on a programming error. */
+int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out);
+
+/* pg_promote(wait => true). Returns 0 once the node is writable. */
+int pgctl_promote(const pgctl_config *cfg, int timeout_s, char *err, size_t err_size);
+
+/* ALTER SYSTEM + reload. conninfo "" detaches a standby (stops its WAL
+ * receiver, so it acknowledges nothing). */
+int pgctl_set_primary_conninfo(const pgctl_config *cfg, const char *host, int port,
+                               char *err, size_t err_size);
+int pgctl_set_sync_names(const pgctl_config *cfg, const char *value, char *err,
+                         size_t err_size);
+
+/* Run one SQL statement on the local node (superuser). For the epoch
+ * record and tests. */
+int pgctl_exec(const pgctl_config *cfg, const char *sql, char *err, size_t err_size);
+
+/* "16/B374D848" -> 64-bit LSN. Returns 0 or -1. */
+int pgctl_parse_lsn(const char *text, uint64_t *out);
+
+#endif
