@@ -1,0 +1,577 @@
+/*
+ * batcher.c — group commit: a bounded queue of requests drained by
+ * worker threads, each committing many requests in one transaction.
+ *
+ * Submitters (HTTP threads) push a job on the queue and sleep on the
+ * job's semaphore. A worker takes the first job (blocking), then keeps
+ * taking queued jobs while they fit in events_max, waiting at most
+ * wait_us after the first for more, and commits them with
+ * store_commit_batch. The outcome of that commit, after bounded retries
+ * and reconnects, is posted to every job of the batch:
+ *   STORE_OK                      -> BATCHER_OK (results filled)
+ *   STORE_RETRY (x retries)       -> run again; then BATCHER_UNAVAILABLE
+ *   STORE_CONN / STORE_READONLY   -> reconnect (~2 s), run again; then
+ *                                    BATCHER_UNAVAILABLE (nothing applied)
+ *   STORE_AMBIGUOUS               -> reconnect and ask the database
+ *                                    (store_batch_committed): committed ->
+ *                                    BATCHER_OK, not committed -> run
+ *                                    again, cannot tell -> BATCHER_UNKNOWN
+ *   STORE_FATAL                   -> BATCHER_INTERNAL
+ * A background thread lists timed-out pending transfers on its own
+ * connection and expires them by submitting an internal request through
+ * the same queue, so expiry takes the same locks as everything else.
+ */
+#include "service/batcher.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/limits.h"
+#include "common/log.h"
+#include "common/mrd_assert.h"
+#include "ledger/store.h"
+#include "service/metrics.h"
+
+#define COMP "batcher"
+
+#define BATCHER_WORKERS_MAX 32
+/* Time a batch may spend reconnecting after STORE_CONN/READONLY. */
+#define BATCHER_RECONNECT_BUDGET_MS 2000
+/* Time a batch may spend settling an ambiguous commit. */
+#define BATCHER_SETTLE_BUDGET_MS 5000
+/* Attempts of one batch, whatever the reasons. */
+#define BATCHER_ATTEMPTS_MAX (4 * LIMIT_COMMIT_RETRIES_MAX)
+/* Pending transfers expired per sweep. */
+#define BATCHER_EXPIRE_PER_SWEEP_MAX 1000
+
+typedef struct job {
+    store_request req;
+    batcher_status status;
+    sem_t done;
+} job;
+
+typedef struct worker {
+    struct batcher *owner;
+    pthread_t thread;
+    bool started;
+    store *st;
+    ledger_batch *lb;
+    job **jobs;           /* taken for the current batch */
+    store_request *reqs;  /* copies of their requests */
+} worker;
+
+struct batcher {
+    batcher_config cfg;
+    char *dsn;
+    size_t batch_capacity; /* events the ledger_batch holds */
+
+    pthread_mutex_t mu;
+    pthread_cond_t not_empty; /* CLOCK_MONOTONIC */
+    pthread_cond_t stop_cv;   /* wakes the expiry thread; CLOCK_MONOTONIC */
+    job **queue;              /* ring of queue_max */
+    size_t head, count;
+    bool stopping;
+
+    worker workers[BATCHER_WORKERS_MAX];
+    int workers_started;
+
+    pthread_t expirer;
+    bool expirer_started;
+    store *expire_store;
+
+    atomic_int db_up;
+};
+
+/* ------------------------------------------------------------------ */
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t real_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static struct timespec mono_deadline(int64_t at_us)
+{
+    struct timespec ts = {.tv_sec = at_us / 1000000, .tv_nsec = (at_us % 1000000) * 1000};
+    return ts;
+}
+
+static void sleep_us(int64_t us)
+{
+    if (us <= 0) return;
+    struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+static void set_db_up(batcher *b, int up)
+{
+    atomic_store(&b->db_up, up);
+    metrics_db_up_set(up);
+}
+
+/* ------------------------------------------------------------------ */
+/* Queue                                                               */
+
+static job *queue_pop_locked(batcher *b)
+{
+    mrd_assert(b->count > 0);
+    job *j = b->queue[b->head];
+    b->head = (b->head + 1) % b->cfg.queue_max;
+    b->count--;
+    return j;
+}
+
+static batcher_status submit(batcher *b, store_request *req)
+{
+    if (req->count == 0) return BATCHER_OK;
+    if (req->count > b->batch_capacity) {
+        log_error(COMP, "request of %zu events exceeds the commit capacity %zu",
+                  req->count, b->batch_capacity);
+        return BATCHER_INTERNAL;
+    }
+    job j = {.req = *req, .status = BATCHER_INTERNAL};
+    if (sem_init(&j.done, 0, 0) < 0) return BATCHER_INTERNAL;
+
+    pthread_mutex_lock(&b->mu);
+    if (b->stopping) {
+        pthread_mutex_unlock(&b->mu);
+        sem_destroy(&j.done);
+        return BATCHER_STOPPING;
+    }
+    if (b->count >= b->cfg.queue_max) {
+        pthread_mutex_unlock(&b->mu);
+        sem_destroy(&j.done);
+        return BATCHER_OVERLOADED;
+    }
+    b->queue[(b->head + b->count) % b->cfg.queue_max] = &j;
+    b->count++;
+    metrics_queue_depth_set(b->count);
+    pthread_cond_signal(&b->not_empty);
+    pthread_mutex_unlock(&b->mu);
+
+    while (sem_wait(&j.done) < 0 && errno == EINTR) {
+    }
+    sem_destroy(&j.done);
+    return j.status;
+}
+
+batcher_status batcher_submit_transfers(batcher *b, ledger_transfer *events,
+                                        size_t count,
+                                        ledger_transfer_result *results)
+{
+    mrd_assert(b && (count == 0 || (events && results)));
+    store_request req = {.kind = STORE_REQ_TRANSFERS, .count = count,
+                         .transfers = events, .transfer_results = results};
+    return submit(b, &req);
+}
+
+batcher_status batcher_submit_accounts(batcher *b, ledger_account *events,
+                                       size_t count,
+                                       ledger_account_result *results)
+{
+    mrd_assert(b && (count == 0 || (events && results)));
+    store_request req = {.kind = STORE_REQ_ACCOUNTS, .count = count,
+                         .accounts = events, .account_results = results};
+    return submit(b, &req);
+}
+
+size_t batcher_queue_depth(batcher *b)
+{
+    pthread_mutex_lock(&b->mu);
+    size_t n = b->count;
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
+int batcher_db_up(batcher *b)
+{
+    return atomic_load(&b->db_up);
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers                                                             */
+
+/* Take the jobs of the next batch into w->jobs. Returns their number, or
+ * 0 when stopping and the queue is empty. */
+static size_t take_batch(worker *w)
+{
+    batcher *b = w->owner;
+    size_t n = 0, events = 0;
+    pthread_mutex_lock(&b->mu);
+    while (b->count == 0 && !b->stopping) pthread_cond_wait(&b->not_empty, &b->mu);
+    if (b->count == 0) {
+        pthread_mutex_unlock(&b->mu);
+        return 0;
+    }
+    w->jobs[n] = queue_pop_locked(b);
+    events = w->jobs[n++]->req.count;
+    struct timespec deadline = mono_deadline(mono_us() + b->cfg.wait_us);
+    while (n < b->batch_capacity) {
+        if (b->count > 0) {
+            job *next = b->queue[b->head];
+            if (events + next->req.count > b->cfg.events_max) break;
+            w->jobs[n++] = queue_pop_locked(b);
+            events += next->req.count;
+            continue;
+        }
+        if (b->stopping || b->cfg.wait_us == 0) break;
+        if (pthread_cond_timedwait(&b->not_empty, &b->mu, &deadline) == ETIMEDOUT &&
+            b->count == 0)
+            break;
+    }
+    metrics_queue_depth_set(b->count);
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
+static void finish(worker *w, size_t n, batcher_status status)
+{
+    for (size_t i = 0; i < n; i++) {
+        w->jobs[i]->status = status;
+        sem_post(&w->jobs[i]->done);
+    }
+}
+
+static void report_results(const store_request *reqs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (reqs[i].kind == STORE_REQ_TRANSFERS)
+            metrics_transfer_results(reqs[i].transfer_results, reqs[i].count);
+        else if (reqs[i].kind == STORE_REQ_ACCOUNTS)
+            metrics_account_results(reqs[i].account_results, reqs[i].count);
+    }
+}
+
+/* Reconnect with backoff until deadline_us (monotonic). Returns 0 or -1. */
+static int reconnect_until(worker *w, int64_t deadline_us, int *tries)
+{
+    int64_t backoff_us = 20000;
+    while (*tries < LIMIT_DB_RECONNECT_MAX) {
+        (*tries)++;
+        if (store_reconnect(w->st) == 0) return 0;
+        int64_t left = deadline_us - mono_us();
+        if (left <= 0) return -1;
+        sleep_us(backoff_us < left ? backoff_us : left);
+        if (backoff_us < 500000) backoff_us *= 2;
+    }
+    return -1;
+}
+
+/* Commit the taken jobs, with retries; posts every job's outcome. */
+static void commit_jobs(worker *w, size_t n)
+{
+    batcher *b = w->owner;
+    size_t events = 0;
+    for (size_t i = 0; i < n; i++) {
+        w->reqs[i] = w->jobs[i]->req;
+        events += w->reqs[i].count;
+    }
+    log_debug(COMP, "commit: %zu requests, %zu events", n, events);
+    int retries = 0, reconnects = 0;
+    int64_t reconnect_deadline_us = 0, settle_deadline_us = 0;
+
+    for (int attempt = 0; attempt < BATCHER_ATTEMPTS_MAX; attempt++) {
+        int64_t t0 = mono_us();
+        store_status rc = store_commit_batch(w->st, w->lb, w->reqs, n, real_us());
+        if (rc == STORE_OK) {
+            set_db_up(b, 1);
+            metrics_commit_observe(events, (double)(mono_us() - t0) / 1e6);
+            report_results(w->reqs, n);
+            finish(w, n, BATCHER_OK);
+            return;
+        }
+        switch (rc) {
+        case STORE_RETRY:
+            set_db_up(b, 1);
+            if (++retries > LIMIT_COMMIT_RETRIES_MAX) {
+                log_error(COMP, "commit of %zu events failed after %d retries", events,
+                          LIMIT_COMMIT_RETRIES_MAX);
+                finish(w, n, BATCHER_UNAVAILABLE);
+                return;
+            }
+            metrics_commit_retry();
+            /* Spread retries of colliding workers apart. */
+            sleep_us((int64_t)retries * 1000 + (mono_us() % 1000));
+            continue;
+        case STORE_CONN:
+        case STORE_READONLY:
+            set_db_up(b, 0);
+            if (reconnect_deadline_us == 0)
+                reconnect_deadline_us = mono_us() + BATCHER_RECONNECT_BUDGET_MS * 1000;
+            if (rc == STORE_READONLY) sleep_us(50000);
+            if (mono_us() >= reconnect_deadline_us ||
+                reconnect_until(w, reconnect_deadline_us, &reconnects) < 0) {
+                log_warn(COMP, "database unavailable: %zu requests refused", n);
+                finish(w, n, BATCHER_UNAVAILABLE);
+                return;
+            }
+            continue;
+        case STORE_AMBIGUOUS: {
+            set_db_up(b, 0);
+            if (settle_deadline_us == 0)
+                settle_deadline_us = mono_us() + BATCHER_SETTLE_BUDGET_MS * 1000;
+            int committed = -1;
+            while (committed < 0 && mono_us() < settle_deadline_us) {
+                if (reconnect_until(w, settle_deadline_us, &reconnects) < 0) break;
+                committed = store_batch_committed(w->st, w->reqs, n);
+            }
+            if (committed == 1) {
+                set_db_up(b, 1);
+                metrics_commit_observe(events, (double)(mono_us() - t0) / 1e6);
+                report_results(w->reqs, n);
+                finish(w, n, BATCHER_OK);
+                return;
+            }
+            if (committed < 0) {
+                log_error(COMP, "commit outcome unknown for %zu requests", n);
+                finish(w, n, BATCHER_UNKNOWN);
+                return;
+            }
+            /* Not committed: nothing applied, safe to run again. */
+            continue;
+        }
+        case STORE_FATAL:
+        default:
+            finish(w, n, BATCHER_INTERNAL);
+            return;
+        }
+    }
+    /* Every way out of the loop above left nothing applied. */
+    log_error(COMP, "commit of %zu events gave up after %d attempts", events,
+              BATCHER_ATTEMPTS_MAX);
+    finish(w, n, BATCHER_UNAVAILABLE);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    for (;;) {
+        size_t n = take_batch(w);
+        if (n == 0) break;
+        commit_jobs(w, n);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Expiry                                                              */
+
+static void *expirer_main(void *arg)
+{
+    batcher *b = arg;
+    size_t max = BATCHER_EXPIRE_PER_SWEEP_MAX;
+    if (max > b->batch_capacity) max = b->batch_capacity;
+    id128 *ids = calloc(max, sizeof *ids);
+    ledger_transfer *events = calloc(max, sizeof *events);
+    ledger_transfer_result *results = calloc(max, sizeof *results);
+    if (!ids || !events || !results) {
+        log_error(COMP, "out of memory: pending-transfer expiry disabled");
+        goto out;
+    }
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        struct timespec deadline =
+            mono_deadline(mono_us() + (int64_t)b->cfg.expire_interval_ms * 1000);
+        while (!b->stopping &&
+               pthread_cond_timedwait(&b->stop_cv, &b->mu, &deadline) != ETIMEDOUT) {
+        }
+        bool stop = b->stopping;
+        pthread_mutex_unlock(&b->mu);
+        if (stop) break;
+
+        int n = store_expired_pending(b->expire_store, real_us(), ids, max);
+        if (n < 0) {
+            store_reconnect(b->expire_store);
+            continue;
+        }
+        if (n == 0) continue;
+        memset(events, 0, (size_t)n * sizeof *events);
+        for (int i = 0; i < n; i++) events[i].id = ids[i];
+        store_request req = {.kind = STORE_REQ_EXPIRE, .count = (size_t)n,
+                             .transfers = events, .transfer_results = results};
+        batcher_status st = submit(b, &req);
+        size_t ok = 0;
+        for (int i = 0; st == BATCHER_OK && i < n; i++) ok += results[i] == LEDGER_TRANSFER_OK;
+        if (st == BATCHER_OK) log_info(COMP, "expired %zu of %d pending transfers", ok, n);
+        else log_warn(COMP, "pending-transfer expiry failed: status %d", (int)st);
+    }
+out:
+    free(ids);
+    free(events);
+    free(results);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Start, stop                                                         */
+
+static void destroy(batcher *b)
+{
+    for (int i = 0; i < BATCHER_WORKERS_MAX; i++) {
+        store_free(b->workers[i].st);
+        ledger_batch_free(b->workers[i].lb);
+        free(b->workers[i].jobs);
+        free(b->workers[i].reqs);
+    }
+    store_free(b->expire_store);
+    pthread_cond_destroy(&b->not_empty);
+    pthread_cond_destroy(&b->stop_cv);
+    pthread_mutex_destroy(&b->mu);
+    free(b->queue);
+    free(b->dsn);
+    free(b);
+}
+
+static void stop_threads(batcher *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->stopping = true;
+    pthread_cond_broadcast(&b->not_empty);
+    pthread_cond_broadcast(&b->stop_cv);
+    pthread_mutex_unlock(&b->mu);
+    /* The expirer first: its last request needs the workers. */
+    if (b->expirer_started) pthread_join(b->expirer, NULL);
+    for (int i = 0; i < BATCHER_WORKERS_MAX; i++)
+        if (b->workers[i].started) pthread_join(b->workers[i].thread, NULL);
+}
+
+static int init_sync(batcher *b)
+{
+    pthread_condattr_t ca;
+    if (pthread_mutex_init(&b->mu, NULL) != 0) return -1;
+    if (pthread_condattr_init(&ca) != 0) return -1;
+    int rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0) rc = pthread_cond_init(&b->not_empty, &ca);
+    if (rc == 0) rc = pthread_cond_init(&b->stop_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc == 0 ? 0 : -1;
+}
+
+batcher *batcher_start(const batcher_config *cfg, char *err, size_t err_size)
+{
+    mrd_assert(cfg && err && err_size > 0);
+    if (!cfg->dsn || !*cfg->dsn) {
+        snprintf(err, err_size, "database DSN is empty");
+        return NULL;
+    }
+    if (cfg->workers < 1 || cfg->workers > BATCHER_WORKERS_MAX) {
+        snprintf(err, err_size, "commit workers must be between 1 and %d, got %d",
+                 BATCHER_WORKERS_MAX, cfg->workers);
+        return NULL;
+    }
+    if (cfg->wait_us < 0 || cfg->wait_us > LIMIT_COMMIT_WAIT_US_MAX) {
+        snprintf(err, err_size, "commit wait must be between 0 and %d us, got %d",
+                 LIMIT_COMMIT_WAIT_US_MAX, cfg->wait_us);
+        return NULL;
+    }
+    if (cfg->events_max < 1 || cfg->events_max > LIMIT_COMMIT_EVENTS_MAX) {
+        snprintf(err, err_size, "events per commit must be between 1 and %d, got %zu",
+                 LIMIT_COMMIT_EVENTS_MAX, cfg->events_max);
+        return NULL;
+    }
+    if (cfg->queue_max < 1 || cfg->queue_max > LIMIT_QUEUE_REQUESTS_MAX) {
+        snprintf(err, err_size, "queue size must be between 1 and %d, got %zu",
+                 LIMIT_QUEUE_REQUESTS_MAX, cfg->queue_max);
+        return NULL;
+    }
+    if (cfg->expire_interval_ms < 0) {
+        snprintf(err, err_size, "expiry interval must be >= 0 ms, got %d",
+                 cfg->expire_interval_ms);
+        return NULL;
+    }
+
+    batcher *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    b->cfg = *cfg;
+    b->dsn = strdup(cfg->dsn);
+    b->cfg.dsn = b->dsn;
+    /* A single request may carry up to LIMIT_BATCH_EVENTS_MAX events even
+     * when events_max (the coalescing target) is smaller. */
+    b->batch_capacity =
+        cfg->events_max > LIMIT_BATCH_EVENTS_MAX ? cfg->events_max : LIMIT_BATCH_EVENTS_MAX;
+    b->queue = calloc(cfg->queue_max, sizeof *b->queue);
+    if (!b->dsn || !b->queue || init_sync(b) < 0) {
+        snprintf(err, err_size, "out of memory");
+        free(b->queue);
+        free(b->dsn);
+        free(b);
+        return NULL;
+    }
+
+    char why[256];
+    for (int i = 0; i < cfg->workers; i++) {
+        worker *w = &b->workers[i];
+        w->owner = b;
+        w->st = store_connect(b->dsn, why, sizeof why);
+        if (!w->st) {
+            snprintf(err, err_size, "cannot connect to database: %s", why);
+            goto fail;
+        }
+        w->lb = ledger_batch_create(b->batch_capacity);
+        w->jobs = calloc(b->batch_capacity, sizeof *w->jobs);
+        w->reqs = calloc(b->batch_capacity, sizeof *w->reqs);
+        if (!w->lb || !w->jobs || !w->reqs) {
+            snprintf(err, err_size, "out of memory");
+            goto fail;
+        }
+    }
+    if (cfg->expire_interval_ms > 0) {
+        b->expire_store = store_connect(b->dsn, why, sizeof why);
+        if (!b->expire_store) {
+            snprintf(err, err_size, "cannot connect to database: %s", why);
+            goto fail;
+        }
+    }
+    set_db_up(b, 1);
+    for (int i = 0; i < cfg->workers; i++) {
+        if (pthread_create(&b->workers[i].thread, NULL, worker_main, &b->workers[i]) != 0) {
+            snprintf(err, err_size, "cannot start commit worker thread");
+            goto fail;
+        }
+        b->workers[i].started = true;
+        b->workers_started++;
+    }
+    if (cfg->expire_interval_ms > 0) {
+        if (pthread_create(&b->expirer, NULL, expirer_main, b) != 0) {
+            snprintf(err, err_size, "cannot start expiry thread");
+            goto fail;
+        }
+        b->expirer_started = true;
+    }
+    log_info(COMP, "started: %d workers, wait %d us, %zu events per commit, queue %zu",
+             cfg->workers, cfg->wait_us, cfg->events_max, cfg->queue_max);
+    return b;
+fail:
+    stop_threads(b);
+    destroy(b);
+    return NULL;
+}
+
+void batcher_stop(batcher *b)
+{
+    if (!b) return;
+    stop_threads(b);
+    mrd_assert(b->count == 0);
+    destroy(b);
+    log_info(COMP, "stopped");
+}
