@@ -47,10 +47,28 @@ free_port() {
   die "no free TCP port found in 20000-49999 after 100 tries"
 }
 
+# Create DIR for the server's user. As root, when that user cannot reach
+# DIR's parent (a checkout under /root, say), the instance lives under
+# /var/tmp and DIR is a symlink to it; every command resolves DIR with
+# realpath, so the server only ever sees the reachable path.
 prepare_dir() {
   local dir=$1
-  mkdir -p "$dir"
-  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    mkdir -p "$(dirname "$dir")"
+    if ! runuser -u postgres -- test -x "$(dirname "$dir")" 2>/dev/null; then
+      local real
+      real="/var/tmp/meridian-pg-$(printf '%s' "$dir" | md5sum | cut -c1-16)"
+      rm -rf "$real"
+      mkdir -p "$real"
+      rm -rf "$dir"
+      ln -s "$real" "$dir"
+      dir=$real
+    fi
+    mkdir -p "$dir"
+    chown postgres: "$dir"
+  else
+    mkdir -p "$dir"
+  fi
   chmod 700 "$dir"
 }
 
@@ -94,6 +112,7 @@ init)
   dir=$(realpath -m "${1:?usage: pg.sh init DIR}")
   [ -e "$dir/data/PG_VERSION" ] && die "$dir already holds a cluster; stop and remove it first"
   prepare_dir "$dir"
+  dir=$(realpath "$dir")
   port=$(free_port)
   as_pg "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust --data-checksums -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; die "initdb failed in $dir"; }
@@ -107,6 +126,7 @@ standby)
   name=${3:-$(basename "$dir")}
   pport=$(port_of "$pdir")
   prepare_dir "$dir"
+  dir=$(realpath "$dir")
   port=$(free_port)
   as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$pport" -U postgres -D "$dir/data" -X stream -R -c fast \
     -d "application_name=$name" >"$dir/basebackup.log" 2>&1 \

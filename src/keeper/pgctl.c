@@ -153,6 +153,9 @@ static int run(const pgctl_config *cfg, char *const argv[], const char *log_name
                 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log_path);
 }
 
+static int write_standby_conf(const pgctl_config *cfg, const char *host, int port, char *err,
+                              size_t err_size);
+
 static int append_file(const char *path, const char *text, char *err, size_t err_size)
 {
     FILE *f = fopen(path, "a");
@@ -297,7 +300,7 @@ int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_po
                  char *err, size_t err_size)
 {
     char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], target[PGCTL_PATH_MAX + 32];
-    char source[256], path[PGCTL_PATH_MAX], text[512];
+    char source[256];
 
     bin(cfg, exe, "pg_rewind");
     data_path(cfg, data, NULL);
@@ -317,29 +320,64 @@ int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_po
      * restate this node's own settings (the last occurrence wins). */
     if (write_node_conf(cfg, err, err_size) != 0)
         return -1;
-    data_path(cfg, path, "standby.signal");
-    if (append_file(path, "", err, err_size) != 0 || chown_to_user(cfg, path, err, err_size) != 0)
-        return -1;
-    data_path(cfg, path, "postgresql.auto.conf");
-    snprintf(text, sizeof text,
-             "primary_conninfo = 'host=%s port=%d user=postgres application_name=%s'\n",
-             source_host, source_port, cfg->node_name);
-    return append_file(path, text, err, err_size);
+    return write_standby_conf(cfg, source_host, source_port, err, err_size);
 }
 
-static PGconn *connect_local(const pgctl_config *cfg)
+static PGconn *connect_db(const pgctl_config *cfg, const char *db)
 {
     char dsn[256];
     snprintf(dsn, sizeof dsn,
-             "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=2 "
+             "host=127.0.0.1 port=%d user=postgres dbname=%s connect_timeout=2 "
              "application_name=meridian-keeper",
-             cfg->port);
+             cfg->port, db);
     PGconn *c = PQconnectdb(dsn);
     if (PQstatus(c) != CONNECTION_OK) {
         PQfinish(c);
         return NULL;
     }
     return c;
+}
+
+static PGconn *connect_local(const pgctl_config *cfg)
+{
+    return connect_db(cfg, "postgres");
+}
+
+bool pgctl_data_exists(const pgctl_config *cfg)
+{
+    char path[PGCTL_PATH_MAX];
+    data_path(cfg, path, "PG_VERSION");
+    return access(path, F_OK) == 0;
+}
+
+bool pgctl_is_standby_dir(const pgctl_config *cfg)
+{
+    char path[PGCTL_PATH_MAX];
+    data_path(cfg, path, "standby.signal");
+    return access(path, F_OK) == 0;
+}
+
+static int write_standby_conf(const pgctl_config *cfg, const char *host, int port, char *err,
+                              size_t err_size)
+{
+    char path[PGCTL_PATH_MAX], text[512];
+    data_path(cfg, path, "standby.signal");
+    if (append_file(path, "", err, err_size) != 0 || chown_to_user(cfg, path, err, err_size) != 0)
+        return -1;
+    data_path(cfg, path, "postgresql.auto.conf");
+    if (host != NULL && host[0] != '\0')
+        snprintf(text, sizeof text,
+                 "primary_conninfo = 'host=%s port=%d user=postgres application_name=%s'\n",
+                 host, port, cfg->node_name);
+    else
+        snprintf(text, sizeof text, "primary_conninfo = ''\n");
+    return append_file(path, text, err, err_size);
+}
+
+int pgctl_configure_standby(const pgctl_config *cfg, const char *host, int port, char *err,
+                            size_t err_size)
+{
+    return write_standby_conf(cfg, host, port, err, err_size);
 }
 
 int pgctl_parse_lsn(const char *text, uint64_t *out)
@@ -387,7 +425,7 @@ int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out)
 
 int pgctl_exec(const pgctl_config *cfg, const char *sql, char *err, size_t err_size)
 {
-    PGconn *c = connect_local(cfg);
+    PGconn *c = connect_db(cfg, cfg->database ? cfg->database : "postgres");
     if (c == NULL)
         return fail(err, err_size, "cannot connect to the local PostgreSQL on port %d", cfg->port);
     PGresult *r = PQexec(c, sql);

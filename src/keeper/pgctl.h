@@ -24,6 +24,7 @@ typedef struct pgctl_config {
     const char *run_as_user; /* used when running as root; NULL = "postgres" */
     const char *node_name;   /* application_name when streaming */
     int port;                /* 127.0.0.1:port */
+    const char *database;    /* for pgctl_exec; NULL = "postgres" */
 } pgctl_config;
 
 typedef struct pgctl_state {
@@ -52,6 +53,16 @@ int pgctl_start(const pgctl_config *cfg, int timeout_ms, char *err, size_t err_s
 int pgctl_stop(const pgctl_config *cfg, const char *mode, int timeout_ms, char *err,
                size_t err_size);
 
+/* Configure a stopped data directory to start as a standby of host:port
+ * (standby.signal + primary_conninfo; host NULL = no upstream yet). */
+int pgctl_configure_standby(const pgctl_config *cfg, const char *host, int port, char *err,
+                            size_t err_size);
+
+/* True when the data directory exists (PG_VERSION) / is set up as a
+ * standby (standby.signal). */
+bool pgctl_data_exists(const pgctl_config *cfg);
+bool pgctl_is_standby_dir(const pgctl_config *cfg);
+
 /* Make a stopped former primary a standby of source (pg_rewind, then
  * standby.signal and primary_conninfo). */
 int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_port,
@@ -71,7 +82,7 @@ int pgctl_set_primary_conninfo(const pgctl_config *cfg, const char *host, int po
 int pgctl_set_sync_names(const pgctl_config *cfg, const char *value, char *err,
                          size_t err_size);
 
-/* Run one SQL statement on the local node (superuser). For the epoch
+/* Run SQL on the local node (superuser) in cfg->database. For the epoch
  * record and tests. */
 int pgctl_exec(const pgctl_config *cfg, const char *sql, char *err, size_t err_size);
 

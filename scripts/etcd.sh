@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# etcd.sh — start and stop private etcd 3.4 clusters for tests, the local
+# lab and the benchmarks (Meridian's consensus store, like Patroni's DCS).
+#
+# Same conventions as scripts/pg.sh: every cluster lives in its own
+# directory, every member listens on 127.0.0.1 on free ports chosen at
+# init time (so two runs or a leftover never collide), and members are
+# stopped by the PID recorded in DIR/<name>.pid, never by name. A PID is
+# only signalled after checking that the process is the etcd serving that
+# member's data directory (PIDs get reused).
+#
+# DIR/env (plain shell assignments, read by this script and by tests):
+#   ETCD_ENDPOINTS=http://127.0.0.1:P1,...   client URLs of all members
+#   MEMBERS="e1 e2 e3"                       member names
+#   E1_CLIENT_PORT=... E1_PEER_PORT=...      per member (name upper-cased)
+#   INITIAL_CLUSTER=e1=http://127.0.0.1:Q1,...
+#   CLUSTER_TOKEN=...                        unique per DIR
+#   HEARTBEAT_MS=100 ELECTION_MS=1000        raft timing
+# Only ETCD_ENDPOINTS starts with ETCD_: etcd reads ETCD_* variables as
+# flags, so the members are started with every ETCD_* variable removed.
+#
+# Usage:
+#   etcd.sh init DIR [N]           N members e1..eN (default 3), not started.
+#                                  Raft timing from MERIDIAN_ETCD_HEARTBEAT_MS and
+#                                  MERIDIAN_ETCD_ELECTION_MS (default 100 / 1000).
+#   etcd.sh start DIR [MEMBER]     start all members (or one) in the background and
+#                                  wait until every running member reports healthy
+#                                  (at most MERIDIAN_ETCD_START_TIMEOUT_S, default 30)
+#   etcd.sh stop DIR [MEMBER]      SIGTERM by PID, wait, SIGKILL fallback (idempotent)
+#   etcd.sh kill DIR MEMBER        SIGKILL one member by PID (fault injection)
+#   etcd.sh endpoints DIR          print the comma-separated client URLs
+#   etcd.sh leader DIR             print the name of the current raft leader
+#                                  (exit 1 when the running members have none)
+#   etcd.sh ctl DIR [args...]      etcdctl against all members
+set -euo pipefail
+
+ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
+ETCDCTL_BIN=${ETCDCTL_BIN:-/usr/bin/etcdctl}
+[ -x "$ETCD_BIN" ] || { echo "etcd.sh: etcd not found at $ETCD_BIN; run scripts/install-deps.sh (package etcd-server)" >&2; exit 1; }
+
+die() { echo "etcd.sh: $*" >&2; exit 1; }
+
+MAX_MEMBERS=9
+CHOSEN_PORTS=" "
+
+free_port() {
+  local p i
+  for i in $(seq 1 100); do
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 30000 ))
+    case "$CHOSEN_PORTS" in *" $p "*) continue ;; esac
+    if ! ss -ltnH "sport = :$p" 2>/dev/null | grep -q .; then
+      CHOSEN_PORTS="$CHOSEN_PORTS$p "
+      echo "$p"; return 0
+    fi
+  done
+  die "no free TCP port found in 20000-49999 after 100 tries"
+}
+
+load_env() {
+  local dir=$1
+  [ -f "$dir/env" ] || die "$dir is not initialised (no env file); run etcd.sh init first"
+  # shellcheck disable=SC1091
+  . "$dir/env"
+}
+
+upper() { echo "$1" | tr '[:lower:]' '[:upper:]'; }
+client_port() { local v; v="$(upper "$1")_CLIENT_PORT"; echo "${!v:?no client port for member $1}"; }
+peer_port() { local v; v="$(upper "$1")_PEER_PORT"; echo "${!v:?no peer port for member $1}"; }
+
+check_member() {
+  case " $MEMBERS " in *" $1 "*) ;; *) die "no member '$1' in this cluster (members: $MEMBERS)" ;; esac
+}
+
+# Print the PID of a member if it is alive and really is the etcd that
+# serves DIR/<name>.etcd; print nothing otherwise.
+member_pid() {
+  local dir=$1 name=$2 pid
+  [ -f "$dir/$name.pid" ] || return 0
+  pid=$(head -1 "$dir/$name.pid")
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--data-dir $dir/$name.etcd "; then
+    echo "$pid"
+  fi
+}
+
+wait_gone() {
+  local pid=$1 tenths=$2 i
+  for i in $(seq 1 "$tenths"); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  return 1
+}
+
+start_member() {
+  local dir=$1 name=$2 cport pport
+  if [ -n "$(member_pid "$dir" "$name")" ]; then return 0; fi
+  cport=$(client_port "$name"); pport=$(peer_port "$name")
+  local hb=${MERIDIAN_ETCD_HEARTBEAT_MS:-${HEARTBEAT_MS:-100}}
+  local el=${MERIDIAN_ETCD_ELECTION_MS:-${ELECTION_MS:-1000}}
+  local unset_args=() v
+  for v in $(compgen -e); do
+    case "$v" in ETCD_*|ETCDCTL_*) unset_args+=(-u "$v") ;; esac
+  done
+  # The trailing --log-outputs keeps "--data-dir DIR " followed by a space
+  # in /proc/PID/cmdline, which member_pid relies on.
+  env "${unset_args[@]}" "$ETCD_BIN" \
+    --name "$name" \
+    --data-dir "$dir/$name.etcd" \
+    --listen-client-urls "http://127.0.0.1:$cport" \
+    --advertise-client-urls "http://127.0.0.1:$cport" \
+    --listen-peer-urls "http://127.0.0.1:$pport" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+    --initial-cluster "$INITIAL_CLUSTER" \
+    --initial-cluster-state new \
+    --initial-cluster-token "$CLUSTER_TOKEN" \
+    --heartbeat-interval "$hb" \
+    --election-timeout "$el" \
+    --logger zap --log-outputs stderr \
+    >>"$dir/$name.log" 2>&1 </dev/null &
+  echo $! > "$dir/$name.pid"
+}
+
+wait_healthy() {
+  local dir=$1 deadline name pid eps ok
+  deadline=$(( $(date +%s) + ${MERIDIAN_ETCD_START_TIMEOUT_S:-30} ))
+  while :; do
+    eps=""; ok=1
+    for name in $MEMBERS; do
+      [ -f "$dir/$name.pid" ] || continue
+      pid=$(member_pid "$dir" "$name")
+      if [ -z "$pid" ]; then
+        tail -20 "$dir/$name.log" >&2 || true
+        die "etcd member $name in $dir exited during start (log above: $dir/$name.log)"
+      fi
+      eps="$eps${eps:+,}http://127.0.0.1:$(client_port "$name")"
+    done
+    [ -n "$eps" ] || return 0
+    "$ETCDCTL_BIN" --endpoints "$eps" --dial-timeout 1s --command-timeout 2s \
+      endpoint health >/dev/null 2>&1 || ok=0
+    [ "$ok" -eq 1 ] && return 0
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      "$ETCDCTL_BIN" --endpoints "$eps" --dial-timeout 1s --command-timeout 2s endpoint health >&2 || true
+      die "etcd cluster in $dir not healthy after ${MERIDIAN_ETCD_START_TIMEOUT_S:-30} s (logs: $dir/*.log)"
+    fi
+    sleep 0.2
+  done
+}
+
+stop_member() {
+  local dir=$1 name=$2 pid
+  pid=$(member_pid "$dir" "$name")
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" 100; then
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_gone "$pid" 50 || die "etcd member $name (PID $pid) survived SIGKILL"
+    fi
+  fi
+  rm -f "$dir/$name.pid"
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+init)
+  dir=$(realpath -m "${1:?usage: etcd.sh init DIR [N]}")
+  n=${2:-3}
+  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_MEMBERS" ] \
+    || die "member count must be 1..$MAX_MEMBERS, got '$n'"
+  [ -e "$dir/env" ] && die "$dir already holds a cluster; stop and remove it first"
+  mkdir -p "$dir"; chmod 700 "$dir"
+  hb=${MERIDIAN_ETCD_HEARTBEAT_MS:-100}; el=${MERIDIAN_ETCD_ELECTION_MS:-1000}
+  [[ "$hb" =~ ^[0-9]+$ && "$el" =~ ^[0-9]+$ ]] || die "heartbeat/election must be integers (ms)"
+  [ "$el" -ge $(( 5 * hb )) ] || die "election timeout ($el ms) must be at least 5x the heartbeat ($hb ms)"
+  members=""; endpoints=""; cluster=""; ports=""
+  for i in $(seq 1 "$n"); do
+    name="e$i"; cp=$(free_port); pp=$(free_port)
+    members="$members${members:+ }$name"
+    endpoints="$endpoints${endpoints:+,}http://127.0.0.1:$cp"
+    cluster="$cluster${cluster:+,}$name=http://127.0.0.1:$pp"
+    ports="$ports$(upper "$name")_CLIENT_PORT=$cp"$'\n'"$(upper "$name")_PEER_PORT=$pp"$'\n'
+  done
+  token="meridian-$(printf '%s' "$dir" | sha256sum | cut -c1-12)-$(date +%s)-$RANDOM"
+  {
+    echo "ETCD_ENDPOINTS=$endpoints"
+    echo "MEMBERS=\"$members\""
+    printf '%s' "$ports"
+    echo "INITIAL_CLUSTER=$cluster"
+    echo "CLUSTER_TOKEN=$token"
+    echo "HEARTBEAT_MS=$hb"
+    echo "ELECTION_MS=$el"
+  } > "$dir/env"
+  ;;
+start)
+  dir=$(realpath "${1:?usage: etcd.sh start DIR [MEMBER]}")
+  load_env "$dir"
+  if [ -n "${2:-}" ]; then
+    check_member "$2"; start_member "$dir" "$2"
+  else
+    for name in $MEMBERS; do start_member "$dir" "$name"; done
+  fi
+  wait_healthy "$dir"
+  ;;
+stop)
+  dir=$(realpath -m "${1:?usage: etcd.sh stop DIR [MEMBER]}")
+  [ -f "$dir/env" ] || exit 0
+  load_env "$dir"
+  if [ -n "${2:-}" ]; then
+    check_member "$2"; stop_member "$dir" "$2"
+  else
+    for name in $MEMBERS; do stop_member "$dir" "$name"; done
+  fi
+  ;;
+kill)
+  dir=$(realpath "${1:?usage: etcd.sh kill DIR MEMBER}")
+  name=${2:?usage: etcd.sh kill DIR MEMBER}
+  load_env "$dir"; check_member "$name"
+  pid=$(member_pid "$dir" "$name")
+  [ -n "$pid" ] || die "etcd member $name in $dir is not running"
+  kill -KILL "$pid"
+  wait_gone "$pid" 50 || die "etcd member $name (PID $pid) survived SIGKILL"
+  rm -f "$dir/$name.pid"
+  ;;
+endpoints)
+  dir=$(realpath "${1:?usage: etcd.sh endpoints DIR}")
+  load_env "$dir"
+  echo "$ETCD_ENDPOINTS"
+  ;;
+leader)
+  dir=$(realpath "${1:?usage: etcd.sh leader DIR}")
+  load_env "$dir"
+  eps=""
+  for name in $MEMBERS; do
+    [ -n "$(member_pid "$dir" "$name")" ] && eps="$eps${eps:+,}http://127.0.0.1:$(client_port "$name")"
+  done
+  [ -n "$eps" ] || die "no member of $dir is running"
+  # Simple output: "URL, ID, VERSION, DB SIZE, IS LEADER, ..." per member.
+  url=$(env -u ETCD_ENDPOINTS "$ETCDCTL_BIN" --endpoints "$eps" --dial-timeout 1s \
+          --command-timeout 2s endpoint status 2>/dev/null \
+        | awk -F', ' '$5 == "true" { print $1; exit }') || true
+  [ -n "$url" ] || die "no raft leader among the running members of $dir"
+  for name in $MEMBERS; do
+    if [ "$url" = "http://127.0.0.1:$(client_port "$name")" ]; then echo "$name"; exit 0; fi
+  done
+  die "leader $url is not a member of $dir"
+  ;;
+ctl)
+  dir=$(realpath "${1:?usage: etcd.sh ctl DIR [args]}"); shift
+  load_env "$dir"
+  env -u ETCD_ENDPOINTS "$ETCDCTL_BIN" --endpoints "$ETCD_ENDPOINTS" "$@"
+  ;;
+*)
+  sed -n '2,34p' "$0" >&2
+  exit 2
+  ;;
+esac

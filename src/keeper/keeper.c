@@ -1,0 +1,677 @@
+/*
+ * keeper.c — meridian-keeper's loop: observe etcd and PostgreSQL, decide
+ * with the table of fsm.c, act with pgctl.c, publish.
+ *
+ * Two threads. The loop thread does everything that may block (etcd
+ * requests, PostgreSQL commands). The fence thread does one thing: when
+ * this node runs a writable PostgreSQL and its lease deadline
+ * (lease_valid_until_ms, see fsm.h) passes, it stops PostgreSQL at once —
+ * even if the loop thread is stuck in a slow etcd request. That keeps
+ * rule 1 (one writer) independent of how long any request takes.
+ *
+ * etcd keys (prefix /meridian/<cell>/): leader, epoch, last_leader,
+ * syncset, initialized, members/<node>, history/<epoch>.
+ */
+#include "keeper/keeper.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "common/log.h"
+#include "common/mrd_assert.h"
+#include "etcd/etcd.h"
+#include "keeper/syncset.h"
+
+#define COMP "keeper"
+#define KEY_MAX 256
+#define ETCD_TIMEOUT_MS 400
+
+typedef struct leader_info {
+    char host[64];
+    int port;
+} leader_info;
+
+typedef struct keeper {
+    const keeper_config *cfg;
+    pgctl_config pg;
+    etcd_client *etcd;
+    char prefix[KEY_MAX];
+
+    keeper_state state;
+    int64_t lease_id;
+    bool holds_lease;
+    _Atomic int64_t lease_valid_until_ms; /* read by the fence thread */
+    _Atomic int writable;                 /* this node runs a writable PostgreSQL */
+    _Atomic int stopping;
+    int64_t member_lease_id;
+    int64_t etcd_ok_at_ms;
+    int64_t leader_absent_rev;    /* revision at which we first saw no leader */
+    int64_t leader_lost_wall_ms;  /* wall clock of that moment (history) */
+    keeper_view cached;           /* the etcd part of the last good view */
+    leader_info leader;
+    keeper_names etcd_syncset;
+    keeper_names pg_names;        /* what we set as synchronous names */
+    uint64_t names_changed_at_lsn;
+    const char *last_why;
+} keeper;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void key_of(const keeper *k, char *out, const char *suffix)
+{
+    int n = snprintf(out, KEY_MAX, "%s%s", k->prefix, suffix);
+    mrd_assert(n > 0 && n < KEY_MAX);
+}
+
+void keeper_config_defaults(keeper_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->cell, sizeof cfg->cell, "default");
+    snprintf(cfg->pg_bindir, sizeof cfg->pg_bindir, "/usr/lib/postgresql/15/bin");
+    snprintf(cfg->run_as_user, sizeof cfg->run_as_user, "postgres");
+    snprintf(cfg->database, sizeof cfg->database, "meridian");
+    cfg->lease_ttl_s = 3;
+    cfg->loop_ms = 500;
+    cfg->fence_margin_ms = 1000;
+    cfg->sync_lag_bytes_max = 16u * 1024u * 1024u;
+}
+
+int keeper_config_check(const keeper_config *cfg, char *err, size_t err_size)
+{
+    if (cfg->node[0] == '\0')
+        return snprintf(err, err_size, "node name missing (--node NAME)"), -1;
+    for (const char *p = cfg->node; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return snprintf(err, err_size, "node name '%s' may only hold a-z, 0-9, '-' and '_'",
+                            cfg->node), -1;
+    if (cfg->etcd_endpoints[0] == '\0')
+        return snprintf(err, err_size, "etcd endpoints missing (--etcd URL,URL,...)"), -1;
+    if (cfg->basedir[0] == '\0')
+        return snprintf(err, err_size, "node directory missing (--dir PATH)"), -1;
+    if (cfg->pg_port <= 0 || cfg->pg_port > 65535)
+        return snprintf(err, err_size, "PostgreSQL port missing or invalid (--pg-port N)"), -1;
+    if (cfg->lease_ttl_s < 2 || cfg->lease_ttl_s > 60)
+        return snprintf(err, err_size, "lease TTL must be 2..60 s (got %d)", cfg->lease_ttl_s), -1;
+    if (cfg->loop_ms < 50 || cfg->loop_ms * 2 > cfg->lease_ttl_s * 1000 - cfg->fence_margin_ms)
+        return snprintf(err, err_size,
+                        "loop period %d ms too long for a %d s lease with %d ms margin: "
+                        "at least two renewals must fit before fencing",
+                        cfg->loop_ms, cfg->lease_ttl_s, cfg->fence_margin_ms), -1;
+    if (cfg->fence_margin_ms < 200 || cfg->fence_margin_ms >= cfg->lease_ttl_s * 1000)
+        return snprintf(err, err_size, "fence margin must be 200 ms .. lease TTL"), -1;
+    return 0;
+}
+
+/* ---- Reading the cell from etcd. */
+
+static void names_from_json(json_t *arr, keeper_names *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (json_is_string(v) && out->count < KEEPER_NODES_MAX)
+            snprintf(out->names[out->count++], KEEPER_NAME_MAX, "%s", json_string_value(v));
+    }
+}
+
+static const char *json_str(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+/* Fill the etcd part of v from one read of the prefix. Returns 0, or -1
+ * when etcd could not be read. */
+static int read_cell(keeper *k, keeper_view *v)
+{
+    etcd_op op = {.kind = ETCD_OP_GET, .key = k->prefix, .prefix = true};
+    etcd_txn txn = {.success = &op, .success_count = 1};
+    etcd_txn_result res;
+    if (etcd_txn_run(k->etcd, &txn, &res) != ETCD_OK)
+        return -1;
+
+    size_t plen = strlen(k->prefix);
+    memset(&k->leader, 0, sizeof k->leader);
+    memset(&k->etcd_syncset, 0, sizeof k->etcd_syncset);
+    for (size_t i = 0; i < res.kv_count; i++) {
+        const etcd_kv *kv = &res.kvs[i];
+        const char *name = kv->key + plen;
+        json_t *j = json_loadb(kv->value, kv->value_len, 0, NULL);
+        if (strcmp(name, "leader") == 0 && j) {
+            v->leader_present = true;
+            snprintf(v->leader, sizeof v->leader, "%s", json_str(j, "node"));
+            snprintf(k->leader.host, sizeof k->leader.host, "%s", json_str(j, "host"));
+            k->leader.port = (int)json_integer_value(json_object_get(j, "port"));
+        } else if (strcmp(name, "epoch") == 0) {
+            v->epoch = strtoll(kv->value, NULL, 10);
+        } else if (strcmp(name, "last_leader") == 0) {
+            snprintf(v->last_leader, sizeof v->last_leader, "%s", kv->value);
+        } else if (strcmp(name, "initialized") == 0) {
+            v->cell_initialized = true;
+        } else if (strcmp(name, "syncset") == 0 && j) {
+            names_from_json(json_object_get(j, "nodes"), &k->etcd_syncset);
+        } else if (strncmp(name, "members/", 8) == 0 && j && strcmp(name + 8, k->cfg->node) != 0 &&
+                   v->member_count < KEEPER_NODES_MAX) {
+            keeper_member *m = &v->members[v->member_count++];
+            snprintf(m->name, sizeof m->name, "%s", name + 8);
+            m->present = true;
+            m->healthy = json_is_true(json_object_get(j, "healthy"));
+            m->is_primary = json_is_true(json_object_get(j, "primary"));
+            m->streaming = json_is_true(json_object_get(j, "streaming"));
+            m->timeline = (uint32_t)json_integer_value(json_object_get(j, "timeline"));
+            m->flush_lsn = strtoull(json_str(j, "flush_lsn"), NULL, 10);
+            m->lag_bytes = strtoull(json_str(j, "lag_bytes"), NULL, 10);
+            m->fresh = kv->mod_revision; /* resolved below, once we know the leader */
+        }
+        json_decref(j);
+    }
+    /* Member LSNs count as final only if published after we saw the
+     * leader gone (revision order, not clocks). */
+    if (v->leader_present) {
+        k->leader_absent_rev = 0;
+        k->leader_lost_wall_ms = 0;
+    } else if (k->leader_absent_rev == 0) {
+        k->leader_absent_rev = res.revision;
+        k->leader_lost_wall_ms = wall_ms();
+    }
+    for (size_t i = 0; i < v->member_count; i++) {
+        keeper_member *m = &v->members[i];
+        int64_t rev = 0;
+        for (size_t j = 0; j < res.kv_count; j++) {
+            const char *name = res.kvs[j].key + plen;
+            if (strncmp(name, "members/", 8) == 0 && strcmp(name + 8, m->name) == 0)
+                rev = res.kvs[j].mod_revision;
+        }
+        m->fresh = v->leader_present || (k->leader_absent_rev > 0 && rev > k->leader_absent_rev);
+    }
+    v->syncset_count = k->etcd_syncset.count;
+    memcpy(v->syncset, k->etcd_syncset.names, sizeof v->syncset);
+    etcd_txn_result_release(&res);
+    return 0;
+}
+
+/* ---- Leases. */
+
+static void renew_leader_lease(keeper *k)
+{
+    if (!k->holds_lease)
+        return;
+    int64_t sent = mono_ms();
+    int rc = etcd_lease_keepalive(k->etcd, k->lease_id, NULL);
+    if (rc == ETCD_OK) {
+        atomic_store(&k->lease_valid_until_ms,
+                     sent + k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms);
+    } else if (rc == ETCD_E_NOT_FOUND) {
+        log_warn(COMP, "leader lease %" PRId64 " is gone", k->lease_id);
+        k->holds_lease = false;
+        atomic_store(&k->lease_valid_until_ms, 0);
+    }
+}
+
+static void publish_member(keeper *k, const pgctl_state *ps)
+{
+    char key[KEY_MAX], lsn[32], lag[32];
+    if (k->member_lease_id == 0 ||
+        etcd_lease_keepalive(k->etcd, k->member_lease_id, NULL) == ETCD_E_NOT_FOUND) {
+        if (etcd_lease_grant(k->etcd, k->cfg->lease_ttl_s, &k->member_lease_id) != ETCD_OK) {
+            k->member_lease_id = 0;
+            return;
+        }
+    }
+    snprintf(lsn, sizeof lsn, "%" PRIu64, ps->flush_lsn);
+    snprintf(lag, sizeof lag, "%d", 0);
+    bool streaming = ps->running && ps->in_recovery && k->leader.port > 0 &&
+                     strstr(ps->upstream, "port=") != NULL;
+    json_t *j = json_pack("{s:s, s:s, s:b, s:b, s:b, s:b, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:I}",
+                          "node", k->cfg->node, "state", keeper_state_name(k->state),
+                          "healthy", ps->running, "primary", ps->running && !ps->in_recovery,
+                          "running", ps->running, "streaming", streaming,
+                          "timeline", (int)ps->timeline, "flush_lsn", lsn, "lag_bytes", lag,
+                          "zone", k->cfg->zone, "region", k->cfg->region,
+                          "upstream", ps->upstream, "host", "127.0.0.1", "port", k->cfg->pg_port,
+                          "why", k->last_why ? k->last_why : "",
+                          "updated_ms", (json_int_t)wall_ms());
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (text != NULL) {
+        key_of(k, key, "members/");
+        strncat(key, k->cfg->node, KEY_MAX - strlen(key) - 1);
+        etcd_put(k->etcd, key, text, strlen(text), k->member_lease_id, NULL);
+    }
+    free(text);
+    json_decref(j);
+}
+
+/* ---- Actions. */
+
+static void record_history(keeper *k, int64_t epoch, const char *kind)
+{
+    char key[KEY_MAX], suffix[64];
+    snprintf(suffix, sizeof suffix, "history/%020" PRId64, epoch);
+    key_of(k, key, suffix);
+    json_t *j = json_pack("{s:I, s:s, s:s, s:I, s:I}", "epoch", (json_int_t)epoch, "node",
+                          k->cfg->node, "kind", kind, "leader_lost_at_ms",
+                          (json_int_t)k->leader_lost_wall_ms, "acquired_at_ms",
+                          (json_int_t)wall_ms());
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (text)
+        etcd_put(k->etcd, key, text, strlen(text), 0, NULL);
+    free(text);
+    json_decref(j);
+}
+
+/* The etcd transaction that makes this node the leader: leader key
+ * absent -> create it under a fresh lease, epoch+1, last_leader. */
+static int acquire(keeper *k, const keeper_view *v)
+{
+    int64_t lease = 0;
+    int64_t sent = mono_ms();
+    if (etcd_lease_grant(k->etcd, k->cfg->lease_ttl_s, &lease) != ETCD_OK) {
+        log_warn(COMP, "cannot grant a lease: %s", etcd_client_last_error(k->etcd));
+        return -1;
+    }
+    char kl[KEY_MAX], ke[KEY_MAX], kll[KEY_MAX], epoch_text[32];
+    key_of(k, kl, "leader");
+    key_of(k, ke, "epoch");
+    key_of(k, kll, "last_leader");
+    int64_t epoch = v->epoch + 1;
+    snprintf(epoch_text, sizeof epoch_text, "%" PRId64, epoch);
+    json_t *j = json_pack("{s:s, s:I, s:s, s:i}", "node", k->cfg->node, "epoch",
+                          (json_int_t)epoch, "host", "127.0.0.1", "port", k->cfg->pg_port);
+    char *leader_text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (leader_text == NULL)
+        return -1;
+    etcd_compare cmp = {.key = kl, .target = ETCD_CMP_CREATE, .result = ETCD_CMP_EQUAL, .number = 0};
+    etcd_op ops[3] = {
+        {.kind = ETCD_OP_PUT, .key = kl, .value = leader_text, .value_len = strlen(leader_text),
+         .lease_id = lease},
+        {.kind = ETCD_OP_PUT, .key = ke, .value = epoch_text, .value_len = strlen(epoch_text)},
+        {.kind = ETCD_OP_PUT, .key = kll, .value = k->cfg->node, .value_len = strlen(k->cfg->node)},
+    };
+    etcd_txn txn = {.compares = &cmp, .compare_count = 1, .success = ops, .success_count = 3};
+    etcd_txn_result res;
+    int rc = etcd_txn_run(k->etcd, &txn, &res);
+    free(leader_text);
+    if (rc != ETCD_OK || !res.succeeded) {
+        if (rc == ETCD_OK)
+            etcd_txn_result_release(&res);
+        etcd_lease_revoke(k->etcd, lease);
+        log_info(COMP, "did not take the leader key (%s)",
+                 rc == ETCD_OK ? "another node holds it" : etcd_client_last_error(k->etcd));
+        return -1;
+    }
+    etcd_txn_result_release(&res);
+    k->lease_id = lease;
+    k->holds_lease = true;
+    atomic_store(&k->lease_valid_until_ms,
+                 sent + k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms);
+    log_info(COMP, "took the leader key of cell %s, epoch %" PRId64, k->cfg->cell, epoch);
+    record_history(k, epoch, v->epoch == 0 ? "bootstrap" : "failover");
+    return 0;
+}
+
+static void set_sync_names(keeper *k, const keeper_names *names)
+{
+    char value[512], err[512];
+    if (keeper_sync_names_format(names, value, sizeof value) != 0)
+        return;
+    if (pgctl_set_sync_names(&k->pg, value, err, sizeof err) != 0) {
+        log_warn(COMP, "cannot set synchronous_standby_names: %s", err);
+        return;
+    }
+    k->pg_names = *names;
+    pgctl_state ps;
+    pgctl_read_state(&k->pg, &ps);
+    k->names_changed_at_lsn = ps.flush_lsn;
+    log_info(COMP, "synchronous_standby_names = '%s'", value);
+}
+
+static void write_syncset(keeper *k, const keeper_names *names)
+{
+    char key[KEY_MAX];
+    json_t *arr = json_array();
+    for (size_t i = 0; i < names->count; i++)
+        json_array_append_new(arr, json_string(names->names[i]));
+    json_t *j = json_pack("{s:o}", "nodes", arr);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    key_of(k, key, "syncset");
+    if (text && etcd_put(k->etcd, key, text, strlen(text), 0, NULL) == ETCD_OK)
+        k->etcd_syncset = *names;
+    free(text);
+    json_decref(j);
+}
+
+/* The epoch goes into the ledger database so meridiand can refuse a node
+ * whose epoch is not the cell's current one. Local commit: the record is
+ * re-written by every promotion, and waiting for a standby here would
+ * hold up the promotion itself. */
+static void record_epoch(keeper *k, int64_t epoch)
+{
+    char sql[512], err[512];
+    snprintf(sql, sizeof sql,
+             "SET synchronous_commit = local;"
+             "CREATE TABLE IF NOT EXISTS meridian_fencing (id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),"
+             " epoch bigint NOT NULL, node text NOT NULL, promoted_at timestamptz NOT NULL DEFAULT now());"
+             "INSERT INTO meridian_fencing (epoch, node) VALUES (%" PRId64 ", '%s')"
+             " ON CONFLICT (id) DO UPDATE SET epoch = EXCLUDED.epoch, node = EXCLUDED.node,"
+             " promoted_at = now()",
+             epoch, k->cfg->node);
+    if (pgctl_exec(&k->pg, sql, err, sizeof err) != 0)
+        log_warn(COMP, "cannot record epoch %" PRId64 " in database %s: %s", epoch,
+                 k->cfg->database, err);
+}
+
+static void ensure_database(keeper *k)
+{
+    char sql[256], err[512];
+    pgctl_config pg = k->pg;
+    pg.database = "postgres";
+    snprintf(sql, sizeof sql, "CREATE DATABASE \"%s\"", k->cfg->database);
+    if (pgctl_exec(&pg, sql, err, sizeof err) != 0 && strstr(err, "already exists") == NULL)
+        log_warn(COMP, "cannot create database %s: %s", k->cfg->database, err);
+}
+
+/* Synchronous names for a node that just became primary: the other
+ * members of the synchronous set, or, if none, any other member, so that
+ * writes are never acknowledged by the primary alone. */
+static void initial_sync_names(keeper *k, const keeper_view *v)
+{
+    keeper_names names;
+    memset(&names, 0, sizeof names);
+    for (size_t i = 0; i < v->syncset_count; i++)
+        if (strcmp(v->syncset[i], k->cfg->node) != 0)
+            snprintf(names.names[names.count++], KEEPER_NAME_MAX, "%s", v->syncset[i]);
+    if (names.count == 0)
+        for (size_t i = 0; i < v->member_count; i++)
+            snprintf(names.names[names.count++], KEEPER_NAME_MAX, "%s", v->members[i].name);
+    if (names.count > 0)
+        set_sync_names(k, &names);
+}
+
+static int do_action(keeper *k, keeper_action a, keeper_view *v)
+{
+    char err[1024] = "";
+    int rc = 0;
+
+    switch (a) {
+    case KEEPER_ACT_NONE:
+        break;
+    case KEEPER_ACT_INITDB_AND_LEAD: {
+        char key[KEY_MAX];
+        bool created = false;
+        key_of(k, key, "initialized");
+        if (etcd_create_if_absent(k->etcd, key, k->cfg->node, strlen(k->cfg->node), 0, &created,
+                                  NULL) != ETCD_OK || !created)
+            return -1;
+        log_info(COMP, "bootstrapping cell %s: initdb in %s", k->cfg->cell, k->cfg->basedir);
+        if (pgctl_initdb(&k->pg, err, sizeof err) != 0 ||
+            pgctl_start(&k->pg, 60000, err, sizeof err) != 0)
+            break;
+        ensure_database(k);
+        if (acquire(k, v) != 0)
+            return -1;
+        record_epoch(k, v->epoch + 1);
+        atomic_store(&k->writable, 1);
+        break;
+    }
+    case KEEPER_ACT_BASEBACKUP:
+        log_info(COMP, "cloning %s (127.0.0.1:%d)", v->leader, k->leader.port);
+        if (pgctl_basebackup(&k->pg, k->leader.host, k->leader.port, err, sizeof err) == 0)
+            rc = pgctl_start(&k->pg, 120000, err, sizeof err);
+        else
+            rc = -1;
+        break;
+    case KEEPER_ACT_START_STANDBY:
+        if (!pgctl_is_standby_dir(&k->pg))
+            rc = pgctl_configure_standby(&k->pg, v->leader_present ? k->leader.host : NULL,
+                                         k->leader.port, err, sizeof err);
+        if (rc == 0)
+            rc = pgctl_start(&k->pg, 60000, err, sizeof err);
+        break;
+    case KEEPER_ACT_FOLLOW:
+        rc = pgctl_set_primary_conninfo(&k->pg, k->leader.host, k->leader.port, err, sizeof err);
+        break;
+    case KEEPER_ACT_DETACH:
+        rc = pgctl_set_primary_conninfo(&k->pg, NULL, 0, err, sizeof err);
+        break;
+    case KEEPER_ACT_ACQUIRE:
+        rc = acquire(k, v);
+        break;
+    case KEEPER_ACT_PROMOTE:
+        initial_sync_names(k, v);
+        rc = pgctl_promote(&k->pg, 30, err, sizeof err);
+        if (rc == 0) {
+            atomic_store(&k->writable, 1);
+            record_epoch(k, v->epoch);
+        }
+        break;
+    case KEEPER_ACT_START_PRIMARY:
+        atomic_store(&k->writable, 1);
+        rc = pgctl_start(&k->pg, 60000, err, sizeof err);
+        if (rc == 0)
+            initial_sync_names(k, v);
+        break;
+    case KEEPER_ACT_FENCE:
+        atomic_store(&k->writable, 0);
+        rc = pgctl_stop(&k->pg, "immediate", 30000, err, sizeof err);
+        k->holds_lease = false;
+        break;
+    case KEEPER_ACT_REWIND:
+        rc = pgctl_stop(&k->pg, "fast", 30000, err, sizeof err);
+        if (rc == 0)
+            rc = pgctl_rewind(&k->pg, k->leader.host, k->leader.port, err, sizeof err);
+        if (rc == 0)
+            rc = pgctl_start(&k->pg, 120000, err, sizeof err);
+        break;
+    case KEEPER_ACT_RENEW: {
+        keeper_names desired;
+        keeper_sync_plan plan;
+        keeper_sync_desired(v, k->cfg->sync_lag_bytes_max, &desired);
+        keeper_sync_plan_next(v, &desired, &k->pg_names, &k->etcd_syncset,
+                              k->names_changed_at_lsn, &plan);
+        if (plan.kind == KEEPER_SYNC_WRITE_ETCD)
+            write_syncset(k, &plan.names);
+        else if (plan.kind == KEEPER_SYNC_SET_PG)
+            set_sync_names(k, &plan.names);
+        break;
+    }
+    case KEEPER_ACT_COUNT:
+        mrd_assert(!"invalid action");
+    }
+    if (rc != 0 && err[0] != '\0')
+        log_error(COMP, "%s failed: %s", keeper_action_name(a), err);
+    return rc;
+}
+
+/* ---- The loop. */
+
+static bool follows_leader(const keeper *k, const pgctl_state *ps)
+{
+    char want[96];
+    if (k->leader.port <= 0)
+        return false;
+    snprintf(want, sizeof want, "host=%s port=%d ", k->leader.host, k->leader.port);
+    return strncmp(ps->upstream, want, strlen(want)) == 0;
+}
+
+/* On the primary, what the standbys really do comes from
+ * pg_stat_replication; fill streaming/lag from it. */
+static void primary_replication_view(keeper *k, keeper_view *v, const pgctl_state *ps)
+{
+    char dsn[128];
+    snprintf(dsn, sizeof dsn, "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=2",
+             k->cfg->pg_port);
+    PGconn *c = PQconnectdb(dsn);
+    if (PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, "SELECT application_name, flush_lsn FROM pg_stat_replication"
+                                " WHERE state = 'streaming'");
+        for (size_t i = 0; i < v->member_count; i++)
+            v->members[i].streaming = false;
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            for (int row = 0; row < PQntuples(r); row++) {
+                for (size_t i = 0; i < v->member_count; i++) {
+                    keeper_member *m = &v->members[i];
+                    if (strcmp(m->name, PQgetvalue(r, row, 0)) != 0)
+                        continue;
+                    uint64_t lsn = 0;
+                    pgctl_parse_lsn(PQgetvalue(r, row, 1), &lsn);
+                    m->streaming = true;
+                    m->flush_lsn = lsn;
+                    m->lag_bytes = ps->flush_lsn > lsn ? ps->flush_lsn - lsn : 0;
+                }
+            }
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+}
+
+static void *fence_thread(void *arg)
+{
+    keeper *k = arg;
+    while (!atomic_load(&k->stopping)) {
+        if (atomic_load(&k->writable) && mono_ms() >= atomic_load(&k->lease_valid_until_ms)) {
+            char err[256];
+            log_warn(COMP, "lease deadline passed without renewal: fencing PostgreSQL now");
+            atomic_store(&k->writable, 0);
+            if (pgctl_stop(&k->pg, "immediate", 30000, err, sizeof err) != 0)
+                log_error(COMP, "fence: %s", err);
+        }
+        usleep(20 * 1000);
+    }
+    return NULL;
+}
+
+static void loop_once(keeper *k)
+{
+    keeper_view v;
+    memset(&v, 0, sizeof v);
+    int64_t now = mono_ms();
+
+    if (k->state == KEEPER_PRIMARY || k->state == KEEPER_PROMOTING || k->state == KEEPER_BOOTSTRAP)
+        renew_leader_lease(k);
+
+    if (read_cell(k, &v) == 0) {
+        v.etcd_ok = true;
+        k->etcd_ok_at_ms = now;
+        if (!v.leader_present || strcmp(v.leader, k->cfg->node) != 0)
+            k->holds_lease = false;
+        k->cached = v;
+    } else {
+        v = k->cached;
+        v.etcd_ok = false;
+    }
+    pgctl_state ps;
+    pgctl_read_state(&k->pg, &ps);
+
+    v.now_ms = mono_ms();
+    snprintf(v.self, sizeof v.self, "%s", k->cfg->node);
+    v.etcd_ok_at_ms = k->etcd_ok_at_ms;
+    v.holds_lease = k->holds_lease;
+    v.lease_valid_until_ms = atomic_load(&k->lease_valid_until_ms);
+    v.pg_data_exists = pgctl_data_exists(&k->pg);
+    v.pg_running = ps.running;
+    v.pg_in_recovery = ps.in_recovery;
+    v.pg_follows_leader = ps.running && ps.in_recovery && follows_leader(k, &ps);
+    v.pg_was_primary = v.pg_data_exists && !pgctl_is_standby_dir(&k->pg) &&
+                       !(ps.running && !ps.in_recovery && k->holds_lease);
+    v.pg_timeline = ps.timeline;
+    v.pg_flush_lsn = ps.flush_lsn;
+    v.etcd_lost_detach_ms = (int64_t)k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms;
+    if (ps.running && !ps.in_recovery)
+        primary_replication_view(k, &v, &ps);
+
+    const keeper_transition *t = keeper_fsm_step(k->state, &v);
+    if (t != NULL) {
+        if (t->to != k->state || t->action != KEEPER_ACT_NONE)
+            log_info(COMP, "%s -> %s: %s [%s]", keeper_state_name(k->state),
+                     keeper_state_name(t->to), t->why, keeper_action_name(t->action));
+        keeper_state from = k->state;
+        k->state = t->to;
+        k->last_why = t->why;
+        if (do_action(k, t->action, &v) != 0 && t->action == KEEPER_ACT_INITDB_AND_LEAD)
+            k->state = from; /* lost the bootstrap claim: decide again */
+    } else if (k->state == KEEPER_PRIMARY && v.etcd_ok) {
+        do_action(k, KEEPER_ACT_RENEW, &v);
+    }
+    if (k->state != KEEPER_PRIMARY && k->state != KEEPER_PROMOTING &&
+        k->state != KEEPER_BOOTSTRAP)
+        atomic_store(&k->writable, 0);
+    if (v.etcd_ok) {
+        pgctl_read_state(&k->pg, &ps);
+        publish_member(k, &ps);
+    }
+}
+
+int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
+{
+    char err[512];
+    keeper k;
+    memset(&k, 0, sizeof k);
+    k.cfg = cfg;
+    k.pg = (pgctl_config){.bindir = cfg->pg_bindir, .basedir = cfg->basedir,
+                          .run_as_user = cfg->run_as_user, .node_name = cfg->node,
+                          .port = cfg->pg_port, .database = cfg->database};
+    snprintf(k.prefix, sizeof k.prefix, "/meridian/%s/", cfg->cell);
+    k.state = KEEPER_INIT;
+    k.etcd_ok_at_ms = mono_ms();
+    k.etcd = etcd_client_create(cfg->etcd_endpoints, ETCD_TIMEOUT_MS, err, sizeof err);
+    if (k.etcd == NULL) {
+        log_error(COMP, "etcd endpoints: %s", err);
+        return -1;
+    }
+    pthread_t fence;
+    if (pthread_create(&fence, NULL, fence_thread, &k) != 0) {
+        etcd_client_free(k.etcd);
+        return -1;
+    }
+    log_info(COMP, "keeper %s of cell %s started (PostgreSQL port %d, dir %s)", cfg->node,
+             cfg->cell, cfg->pg_port, cfg->basedir);
+    while (!*stop) {
+        int64_t start = mono_ms();
+        loop_once(&k);
+        int64_t left = cfg->loop_ms - (mono_ms() - start);
+        while (left > 0 && !*stop) {
+            usleep((useconds_t)(left > 50 ? 50 : left) * 1000);
+            left -= 50;
+        }
+    }
+    log_info(COMP, "keeper %s stopping", cfg->node);
+    if (k.holds_lease)
+        etcd_lease_revoke(k.etcd, k.lease_id); /* hand over at once */
+    if (stop_pg || k.holds_lease) {
+        atomic_store(&k.writable, 0);
+        pgctl_stop(&k.pg, "fast", 30000, err, sizeof err);
+    }
+    if (k.member_lease_id)
+        etcd_lease_revoke(k.etcd, k.member_lease_id);
+    atomic_store(&k.stopping, 1);
+    pthread_join(fence, NULL);
+    etcd_client_free(k.etcd);
+    return 0;
+}
