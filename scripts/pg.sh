@@ -36,15 +36,17 @@ as_pg() {
   fi
 }
 
+# Ports below Linux's ephemeral range (32768-60999): a port in that range
+# can be taken at any moment by an outgoing connection's local end.
 free_port() {
   local p i
   for i in $(seq 1 100); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 30000 ))
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12700 ))
     if ! ss -ltnH "sport = :$p" 2>/dev/null | grep -q .; then
       echo "$p"; return 0
     fi
   done
-  die "no free TCP port found in 20000-49999 after 100 tries"
+  die "no free TCP port found in 20000-32699 after 100 tries"
 }
 
 # Create DIR for the server's user. As root, when that user cannot reach

@@ -200,6 +200,11 @@ static bool g_last_leader_no_leader(const keeper_view *v)
     return v->etcd_ok && !v->leader_present && strcmp(v->last_leader, v->self) == 0;
 }
 
+static bool g_retry_copy(const keeper_view *v)
+{
+    return v->etcd_ok && leader_is_other(v) && !v->pg_running;
+}
+
 static bool g_rewound(const keeper_view *v)
 {
     return v->pg_running && v->pg_in_recovery && v->pg_follows_leader;
@@ -240,6 +245,9 @@ const keeper_transition keeper_fsm_table[] = {
     {KEEPER_CLONE, KEEPER_STANDBY,
      "base backup restored and streaming",
      g_standby_running, KEEPER_ACT_NONE},
+    {KEEPER_CLONE, KEEPER_CLONE,
+     "the copy did not finish: copy the leader again",
+     g_retry_copy, KEEPER_ACT_BASEBACKUP},
 
     {KEEPER_STANDBY, KEEPER_DETACHED,
      "etcd unreachable: stop acknowledging so an isolated primary cannot commit",
@@ -300,6 +308,12 @@ const keeper_transition keeper_fsm_table[] = {
     {KEEPER_REWIND, KEEPER_STANDBY,
      "rewound and streaming from the leader",
      g_rewound, KEEPER_ACT_NONE},
+    {KEEPER_REWIND, KEEPER_STANDBY,
+     "rewound and running, but the leader moved meanwhile: follow it",
+     g_standby_running, KEEPER_ACT_FOLLOW},
+    {KEEPER_REWIND, KEEPER_REWIND,
+     "the rewind did not finish: try again against the leader",
+     g_retry_copy, KEEPER_ACT_REWIND},
 };
 const size_t keeper_fsm_table_count = sizeof keeper_fsm_table / sizeof keeper_fsm_table[0];
 

@@ -237,17 +237,27 @@ int pgctl_initdb(const pgctl_config *cfg, char *err, size_t err_size)
 int pgctl_basebackup(const pgctl_config *cfg, const char *primary_host, int primary_port,
                      char *err, size_t err_size)
 {
-    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], port[16], dbopt[256];
+    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], tmp[PGCTL_PATH_MAX], port[16], dbopt[256];
     if (ensure_basedir(cfg, err, err_size) != 0)
         return -1;
     bin(cfg, exe, "pg_basebackup");
     data_path(cfg, data, NULL);
+    /* Clone into data.clone and rename when complete: a half-finished
+     * copy is never mistaken for a data directory. */
+    path_join(tmp, cfg->basedir, "data.clone");
+    if (access(tmp, F_OK) == 0) {
+        char *rm[] = {"/bin/rm", "-rf", tmp, NULL};
+        if (run(cfg, rm, "basebackup", NULL, 60 * 1000, err, err_size) != 0)
+            return -1;
+    }
     snprintf(port, sizeof port, "%d", primary_port);
     snprintf(dbopt, sizeof dbopt, "application_name=%s", cfg->node_name);
-    char *argv[] = {exe, "-h", (char *)primary_host, "-p", port, "-U", "postgres", "-D", data,
+    char *argv[] = {exe, "-h", (char *)primary_host, "-p", port, "-U", "postgres", "-D", tmp,
                     "-X", "stream", "-R", "-c", "fast", "-d", dbopt, NULL};
     if (run(cfg, argv, "basebackup", NULL, 600 * 1000, err, err_size) != 0)
         return -1;
+    if (rename(tmp, data) != 0)
+        return fail(err, err_size, "rename %s to %s: %s", tmp, data, strerror(errno));
     return write_node_conf(cfg, err, err_size);
 }
 
@@ -256,6 +266,19 @@ static bool pid_file_exists(const pgctl_config *cfg)
     char pidfile[PGCTL_PATH_MAX];
     data_path(cfg, pidfile, "postmaster.pid");
     return access(pidfile, F_OK) == 0;
+}
+
+static bool postmaster_alive(const pgctl_config *cfg)
+{
+    char pidfile[PGCTL_PATH_MAX];
+    data_path(cfg, pidfile, "postmaster.pid");
+    FILE *f = fopen(pidfile, "r");
+    if (f == NULL)
+        return false;
+    long pid = 0;
+    int n = fscanf(f, "%ld", &pid);
+    fclose(f);
+    return n == 1 && pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
 
 int pgctl_start(const pgctl_config *cfg, int timeout_ms, char *err, size_t err_size)
@@ -281,8 +304,10 @@ int pgctl_stop(const pgctl_config *cfg, const char *mode, int timeout_ms, char *
     char *argv[] = {exe, "-D", data, "-m", (char *)mode, "-w", "-t", t, "stop", NULL};
     if (run(cfg, argv, "pg_ctl", NULL, timeout_ms + 5000, err, err_size) == 0)
         return 0;
-    /* A stale pid file of a dead server is not running. */
-    return pid_file_exists(cfg) ? -1 : 0;
+    /* A server killed with SIGKILL leaves its pid file behind: it is not
+     * running if that PID is gone (PostgreSQL handles the stale file at
+     * the next start). */
+    return postmaster_alive(cfg) ? -1 : 0;
 }
 
 /* Finish crash recovery of a server that was killed, so pg_rewind (which
