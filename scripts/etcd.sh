@@ -43,17 +43,21 @@ die() { echo "etcd.sh: $*" >&2; exit 1; }
 MAX_MEMBERS=9
 CHOSEN_PORTS=" "
 
+# Ports below Linux's ephemeral range (32768-60999): a port in that range
+# can be taken at any moment by an outgoing connection's local end.
+# Sets PORT (not printed: a $(...) subshell would lose CHOSEN_PORTS,
+# which keeps one init from handing the same port out twice).
 free_port() {
   local p i
   for i in $(seq 1 100); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 30000 ))
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12700 ))
     case "$CHOSEN_PORTS" in *" $p "*) continue ;; esac
     if ! ss -ltnH "sport = :$p" 2>/dev/null | grep -q .; then
       CHOSEN_PORTS="$CHOSEN_PORTS$p "
-      echo "$p"; return 0
+      PORT=$p; return 0
     fi
   done
-  die "no free TCP port found in 20000-49999 after 100 tries"
+  die "no free TCP port found in 20000-32699 after 100 tries"
 }
 
 load_env() {
@@ -172,7 +176,7 @@ init)
   [ "$el" -ge $(( 5 * hb )) ] || die "election timeout ($el ms) must be at least 5x the heartbeat ($hb ms)"
   members=""; endpoints=""; cluster=""; ports=""
   for i in $(seq 1 "$n"); do
-    name="e$i"; cp=$(free_port); pp=$(free_port)
+    name="e$i"; free_port; cp=$PORT; free_port; pp=$PORT
     members="$members${members:+ }$name"
     endpoints="$endpoints${endpoints:+,}http://127.0.0.1:$cp"
     cluster="$cluster${cluster:+,}$name=http://127.0.0.1:$pp"

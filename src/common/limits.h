@@ -66,4 +66,23 @@ _Static_assert(LIMIT_PAGE_ROWS_DEFAULT <= LIMIT_PAGE_ROWS_MAX,
 _Static_assert(LIMIT_COMMIT_WAIT_US_DEFAULT <= LIMIT_COMMIT_WAIT_US_MAX,
                "default wait within bounds");
 
+/* etcd client (src/etcd): endpoints in one list, key and value sizes
+ * (etcd's own request limit is 1.5 MiB), one HTTP answer or one watch
+ * message, keys returned by one prefix read. */
+#define LIMIT_ETCD_ENDPOINTS_MAX 16
+#define LIMIT_ETCD_KEY_BYTES_MAX 1024
+#define LIMIT_ETCD_VALUE_BYTES_MAX (1024u * 1024u)
+#define LIMIT_ETCD_RESPONSE_BYTES_MAX (4u * 1024u * 1024u)
+#define LIMIT_ETCD_PREFIX_KEYS_MAX 10000
+/* Operations and comparisons in one etcd transaction (etcd: 128). */
+#define LIMIT_ETCD_TXN_OPS_MAX 16
+/* Watch reconnect backoff, doubled from min up to max. */
+#define LIMIT_ETCD_WATCH_BACKOFF_MS_MIN 50
+#define LIMIT_ETCD_WATCH_BACKOFF_MS_MAX 2000
+
+_Static_assert(LIMIT_ETCD_VALUE_BYTES_MAX * 2u < LIMIT_ETCD_RESPONSE_BYTES_MAX,
+               "one base64-encoded value must fit in one etcd answer");
+_Static_assert(LIMIT_ETCD_WATCH_BACKOFF_MS_MIN <= LIMIT_ETCD_WATCH_BACKOFF_MS_MAX,
+               "watch backoff bounds");
+
 #endif
