@@ -327,6 +327,24 @@ int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_po
     char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], target[PGCTL_PATH_MAX + 32];
     char source[256];
 
+    /* A just-promoted source still has its old timeline in pg_control
+     * until its first checkpoint, and pg_rewind would then answer "no
+     * rewind required" for a diverged target: checkpoint it first. */
+    char dsn[160];
+    snprintf(dsn, sizeof dsn, "host=%s port=%d user=postgres dbname=postgres connect_timeout=5",
+             source_host, source_port);
+    PGconn *src = PQconnectdb(dsn);
+    PGresult *cr = PQstatus(src) == CONNECTION_OK ? PQexec(src, "CHECKPOINT") : NULL;
+    bool checkpointed = cr != NULL && PQresultStatus(cr) == PGRES_COMMAND_OK;
+    PQclear(cr);
+    if (!checkpointed) {
+        fail(err, err_size, "CHECKPOINT on the rewind source %s:%d failed: %s", source_host,
+             source_port, PQerrorMessage(src));
+        PQfinish(src);
+        return -1;
+    }
+    PQfinish(src);
+
     bin(cfg, exe, "pg_rewind");
     data_path(cfg, data, NULL);
     snprintf(target, sizeof target, "--target-pgdata=%s", data);
