@@ -525,8 +525,11 @@ static void run_phase(const char *name, tl_daemon *d, int n, int64_t duration_ms
     pthread_mutex_init(&run.url_mu, NULL);
     pthread_mutex_init(&run.v_mu, NULL);
     run.ndaemons = n;
-    for (int i = 0; i < n; i++)
-        snprintf(run.urls[i], sizeof run.urls[i], "%s", d[i].base_url);
+    _Static_assert(sizeof run.urls[0] == sizeof d[0].base_url, "URL buffers match");
+    for (int i = 0; i < n; i++) {
+        memcpy(run.urls[i], d[i].base_url, sizeof run.urls[i]);
+        run.urls[i][sizeof run.urls[i] - 1] = '\0';
+    }
     run.key = W.key_acme;
     run.seed = seed;
     int64_t start_ms = tl_now_ms();
