@@ -112,7 +112,7 @@ static bool g_data_other_leads(const keeper_view *v)
 static bool g_data_no_leader_was_last(const keeper_view *v)
 {
     return v->etcd_ok && v->pg_data_exists && !v->leader_present &&
-           strcmp(v->last_leader, v->self) == 0;
+           strcmp(v->last_leader, v->self) == 0 && v->pg_was_primary;
 }
 
 static bool g_data_no_leader(const keeper_view *v)
@@ -140,9 +140,43 @@ static bool g_etcd_lost(const keeper_view *v)
     return !v->etcd_ok && v->now_ms - v->etcd_ok_at_ms >= v->etcd_lost_detach_ms;
 }
 
+/* A planned switchover's target may lead once it has everything every
+ * other member published (the old primary publishes the LSN of its
+ * shutdown checkpoint before it lets the lease go). */
+static bool switchover_target_ready(const keeper_view *v)
+{
+    if (!in_syncset(v, v->self) || !v->pg_running || !v->pg_in_recovery)
+        return false;
+    for (size_t i = 0; i < v->member_count; i++) {
+        const keeper_member *m = &v->members[i];
+        if (m->present && m->flush_lsn > v->pg_flush_lsn)
+            return false;
+    }
+    return true;
+}
+
 static bool g_may_lead(const keeper_view *v)
 {
-    return v->etcd_ok && !v->leader_present && keeper_may_promote(v, NULL);
+    if (!v->etcd_ok || v->leader_present)
+        return false;
+    if (v->switchover_to[0] != '\0') {
+        if (strcmp(v->switchover_to, v->self) == 0 && switchover_target_ready(v))
+            return true;
+        /* Others wait for the target; if it cannot lead, the request's
+         * lease expires and the normal election rules apply again. */
+        if (strcmp(v->switchover_to, v->self) != 0)
+            return false;
+    }
+    return keeper_may_promote(v, NULL);
+}
+
+static bool g_switchover_away(const keeper_view *v)
+{
+    if (!v->etcd_ok || !lease_valid(v) || v->switchover_to[0] == '\0' ||
+        strcmp(v->switchover_to, v->self) == 0 || !in_syncset(v, v->switchover_to))
+        return false;
+    const keeper_member *m = member(v, v->switchover_to);
+    return m != NULL && m->present && m->healthy && m->streaming;
 }
 
 static bool g_leader_moved(const keeper_view *v)
@@ -197,7 +231,9 @@ static bool g_primary_pg_down(const keeper_view *v)
 
 static bool g_last_leader_no_leader(const keeper_view *v)
 {
-    return v->etcd_ok && !v->leader_present && strcmp(v->last_leader, v->self) == 0;
+    /* Not while a planned switchover hands the cell to another node. */
+    return v->etcd_ok && !v->leader_present && strcmp(v->last_leader, v->self) == 0 &&
+           (v->switchover_to[0] == '\0' || strcmp(v->switchover_to, v->self) == 0);
 }
 
 static bool g_retry_copy(const keeper_view *v)
@@ -297,6 +333,9 @@ const keeper_transition keeper_fsm_table[] = {
     {KEEPER_PRIMARY, KEEPER_PRIMARY,
      "PostgreSQL died while this node leads: restart it",
      g_primary_pg_down, KEEPER_ACT_START_PRIMARY},
+    {KEEPER_PRIMARY, KEEPER_FENCED,
+     "switchover requested to a healthy synchronous standby: stop cleanly and hand over",
+     g_switchover_away, KEEPER_ACT_HANDOVER},
 
     {KEEPER_FENCED, KEEPER_REWIND,
      "a new leader exists: rejoin as its standby with pg_rewind",
@@ -350,6 +389,7 @@ static const char *const action_names[KEEPER_ACT_COUNT] = {
     [KEEPER_ACT_START_PRIMARY] = "start_primary",
     [KEEPER_ACT_FENCE] = "fence",
     [KEEPER_ACT_REWIND] = "rewind",
+    [KEEPER_ACT_HANDOVER] = "handover",
 };
 
 const char *keeper_state_name(keeper_state s)

@@ -66,6 +66,7 @@ typedef enum {
     KEEPER_ACT_START_PRIMARY,   /* start PostgreSQL (crash restart while leader) */
     KEEPER_ACT_FENCE,           /* stop PostgreSQL now (immediate) */
     KEEPER_ACT_REWIND,          /* pg_rewind from the leader, then start as standby */
+    KEEPER_ACT_HANDOVER,        /* planned switchover: stop cleanly, publish, revoke the lease */
     KEEPER_ACT_COUNT
 } keeper_action;
 
@@ -97,6 +98,7 @@ typedef struct keeper_view {
     char leader[KEEPER_NAME_MAX];
     int64_t epoch;            /* current epoch (0 before the first leader) */
     char last_leader[KEEPER_NAME_MAX]; /* who held the key last ("" = nobody) */
+    char switchover_to[KEEPER_NAME_MAX]; /* planned switchover target ("" = none) */
     bool holds_lease;         /* this keeper holds the leader key's lease */
     int64_t lease_valid_until_ms; /* see file comment; 0 when none */
     size_t syncset_count;     /* nodes that may hold every acknowledged commit */

@@ -64,6 +64,9 @@ typedef struct keeper {
     keeper_names pg_names;        /* what we set as synchronous names */
     uint64_t names_changed_at_lsn;
     const char *last_why;
+    /* the event being recorded in history/<epoch> */
+    int64_t event_epoch, event_lost_ms, event_acquired_ms;
+    const char *event_kind;
 } keeper;
 
 static int64_t mono_ms(void)
@@ -171,6 +174,8 @@ static int read_cell(keeper *k, keeper_view *v)
             v->epoch = strtoll(kv->value, NULL, 10);
         } else if (strcmp(name, "last_leader") == 0) {
             snprintf(v->last_leader, sizeof v->last_leader, "%s", kv->value);
+        } else if (strcmp(name, "switchover") == 0 && j) {
+            snprintf(v->switchover_to, sizeof v->switchover_to, "%s", json_str(j, "to"));
         } else if (strcmp(name, "initialized") == 0) {
             v->cell_initialized = true;
         } else if (strcmp(name, "syncset") == 0 && j) {
@@ -268,15 +273,19 @@ static void publish_member(keeper *k, const pgctl_state *ps)
 
 /* ---- Actions. */
 
-static void record_history(keeper *k, int64_t epoch, const char *kind)
+/* history/<epoch>: detection (leader lost), acquisition and promotion
+ * times of each leadership change, as this keeper measured them. */
+static void record_history(keeper *k, int64_t promoted_at_ms)
 {
     char key[KEY_MAX], suffix[64];
-    snprintf(suffix, sizeof suffix, "history/%020" PRId64, epoch);
+    snprintf(suffix, sizeof suffix, "history/%020" PRId64, k->event_epoch);
     key_of(k, key, suffix);
-    json_t *j = json_pack("{s:I, s:s, s:s, s:I, s:I}", "epoch", (json_int_t)epoch, "node",
-                          k->cfg->node, "kind", kind, "leader_lost_at_ms",
-                          (json_int_t)k->leader_lost_wall_ms, "acquired_at_ms",
-                          (json_int_t)wall_ms());
+    json_t *j = json_pack("{s:I, s:s, s:s, s:I, s:I}", "epoch", (json_int_t)k->event_epoch,
+                          "node", k->cfg->node, "kind", k->event_kind, "leader_lost_at_ms",
+                          (json_int_t)k->event_lost_ms, "acquired_at_ms",
+                          (json_int_t)k->event_acquired_ms);
+    if (j != NULL && promoted_at_ms > 0)
+        json_object_set_new(j, "promoted_at_ms", json_integer(promoted_at_ms));
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (text)
         etcd_put(k->etcd, key, text, strlen(text), 0, NULL);
@@ -331,7 +340,13 @@ static int acquire(keeper *k, const keeper_view *v)
     atomic_store(&k->lease_valid_until_ms,
                  sent + k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms);
     log_info(COMP, "took the leader key of cell %s, epoch %" PRId64, k->cfg->cell, epoch);
-    record_history(k, epoch, v->epoch == 0 ? "bootstrap" : "failover");
+    k->event_epoch = epoch;
+    k->event_kind = v->epoch == 0                              ? "bootstrap"
+                    : strcmp(v->switchover_to, k->cfg->node) == 0 ? "switchover"
+                                                               : "failover";
+    k->event_lost_ms = k->leader_lost_wall_ms;
+    k->event_acquired_ms = wall_ms();
+    record_history(k, 0);
     return 0;
 }
 
@@ -436,6 +451,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         if (acquire(k, v) != 0)
             return -1;
         record_epoch(k, v->epoch + 1);
+        record_history(k, wall_ms());
         atomic_store(&k->writable, 1);
         break;
     }
@@ -468,6 +484,12 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         if (rc == 0) {
             atomic_store(&k->writable, 1);
             record_epoch(k, v->epoch);
+            record_history(k, wall_ms());
+            if (strcmp(v->switchover_to, k->cfg->node) == 0) {
+                char key[KEY_MAX];
+                key_of(k, key, "switchover");
+                etcd_delete(k->etcd, key); /* done: the request is consumed */
+            }
         }
         break;
     case KEEPER_ACT_START_PRIMARY:
@@ -488,6 +510,24 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         if (rc == 0)
             rc = pgctl_start(&k->pg, 120000, err, sizeof err);
         break;
+    case KEEPER_ACT_HANDOVER: {
+        /* Planned switchover: a fast shutdown sends all WAL, up to the
+         * shutdown checkpoint, to the connected standbys before the
+         * server exits; publish that LSN, then let the lease go so the
+         * target can take the key at once rather than after the TTL. */
+        log_info(COMP, "switchover to %s: stopping PostgreSQL cleanly", v->switchover_to);
+        atomic_store(&k->writable, 0);
+        rc = pgctl_stop(&k->pg, "fast", 30000, err, sizeof err);
+        if (rc != 0)
+            break;
+        pgctl_state ps;
+        pgctl_read_state(&k->pg, &ps);
+        publish_member(k, &ps);
+        etcd_lease_revoke(k->etcd, k->lease_id);
+        k->holds_lease = false;
+        atomic_store(&k->lease_valid_until_ms, 0);
+        break;
+    }
     case KEEPER_ACT_RENEW: {
         keeper_names desired;
         keeper_sync_plan plan;

@@ -433,13 +433,45 @@ int pgctl_parse_lsn(const char *text, uint64_t *out)
     return 0;
 }
 
+/* The last checkpoint's LSN of a stopped server (pg_controldata). For a
+ * cleanly stopped primary this is its shutdown checkpoint: the end of
+ * its WAL, which a planned switchover's target must have received. */
+static uint64_t stopped_checkpoint_lsn(const pgctl_config *cfg)
+{
+    char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], cmd[3 * PGCTL_PATH_MAX], line[512];
+    if (!pgctl_data_exists(cfg))
+        return 0;
+    bin(cfg, exe, "pg_controldata");
+    data_path(cfg, data, NULL);
+    snprintf(cmd, sizeof cmd, "'%s' -D '%s' 2>/dev/null", exe, data);
+    FILE *f = popen(cmd, "r");
+    if (f == NULL)
+        return 0;
+    uint64_t lsn = 0;
+    for (int i = 0; i < 200 && fgets(line, sizeof line, f) != NULL; i++) {
+        const char *key = "Latest checkpoint location:";
+        if (strncmp(line, key, strlen(key)) == 0) {
+            char *v = line + strlen(key);
+            while (*v == ' ')
+                v++;
+            v[strcspn(v, "\n")] = '\0';
+            pgctl_parse_lsn(v, &lsn);
+        }
+    }
+    pclose(f);
+    return lsn;
+}
+
 int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out)
 {
     mrd_assert(cfg != NULL && out != NULL);
     memset(out, 0, sizeof *out);
     PGconn *c = connect_local(cfg);
-    if (c == NULL)
+    if (c == NULL) {
+        if (!postmaster_alive(cfg))
+            out->flush_lsn = stopped_checkpoint_lsn(cfg);
         return 0;
+    }
     PGresult *r = PQexec(
         c, "SELECT pg_is_in_recovery(),"
            " CASE WHEN pg_is_in_recovery()"

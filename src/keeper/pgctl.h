@@ -69,7 +69,8 @@ int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_po
                  char *err, size_t err_size);
 
 /* Read the node's state. A stopped or unreachable server gives 0 with
- * running = false. Returns -1 only on a programming error. */
+ * running = false (and, when stopped, flush_lsn = its last checkpoint's
+ * LSN). Returns -1 only on a programming error. */
 int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out);
 
 /* pg_promote(wait => true). Returns 0 once the node is writable. */

@@ -64,6 +64,7 @@ typedef struct world {
     int64_t lease_expires_ms, leader_deleted_rev, epoch;
     char last_leader[KEEPER_NAME_MAX];
     keeper_names syncset;
+    char switchover_to[KEEPER_NAME_MAX];
     fake_node nodes[NODES];
     uint64_t acked_lsn_max, acked_count;
     int violations, promotions;
@@ -108,6 +109,7 @@ static void build_view(world *w, fake_node *n, keeper_view *v)
         snprintf(v->leader, sizeof v->leader, "%s", w->leader);
         v->epoch = w->epoch;
         snprintf(v->last_leader, sizeof v->last_leader, "%s", w->last_leader);
+        snprintf(v->switchover_to, sizeof v->switchover_to, "%s", w->switchover_to);
         v->syncset_count = w->syncset.count;
         memcpy(v->syncset, w->syncset.names, sizeof v->syncset);
         fake_node *leader = w->leader_present ? node_by_name(w, w->leader) : NULL;
@@ -121,8 +123,10 @@ static void build_view(world *w, fake_node *n, keeper_view *v)
             m->healthy = o->pub_healthy;
             m->is_primary = o->pub_primary;
             m->flush_lsn = o->pub_lsn;
-            m->streaming = o->pub_streaming && leader != NULL &&
-                           strcmp(o->upstream, leader->name) == 0;
+            /* The primary's keeper reads this from pg_stat_replication:
+             * the truth, not the member's (possibly stale) key. */
+            m->streaming = leader != NULL && leader == n && o->running && !o->paused &&
+                           o->in_recovery && strcmp(o->upstream, leader->name) == 0;
             m->lag_bytes = leader && leader->flush_lsn > o->pub_lsn
                                ? leader->flush_lsn - o->pub_lsn : 0;
             m->fresh = o->pub_rev > w->leader_deleted_rev;
@@ -257,6 +261,26 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
         n->running = n->in_recovery = true;
         n->was_primary = false;
         snprintf(n->upstream, sizeof n->upstream, "%s", leader->name);
+        break;
+    case KEEPER_ACT_HANDOVER:
+        /* Clean stop: connected standbys receive all WAL, the member key
+         * shows the final LSN, then the lease is revoked. */
+        for (int i = 0; i < NODES; i++) {
+            fake_node *s = &w->nodes[i];
+            if (s != n && s->running && s->in_recovery && strcmp(s->upstream, n->name) == 0 &&
+                s->flush_lsn < n->flush_lsn)
+                s->flush_lsn = n->flush_lsn;
+        }
+        n->was_primary = true;
+        n->running = false;
+        n->pub_lsn = n->flush_lsn;
+        n->pub_healthy = n->pub_primary = false;
+        n->pub_rev = ++w->rev;
+        n->holds_lease = false;
+        if (n->etcd_reachable && w->leader_present && strcmp(w->leader, n->name) == 0) {
+            w->leader_present = false;
+            w->leader_deleted_rev = ++w->rev;
+        }
         break;
     case KEEPER_ACT_COUNT:
         fail();
@@ -610,6 +634,47 @@ static void test_candidate_race_one_winner(void **state)
     assert_int_equal(w.epoch, 2);
 }
 
+static void test_planned_switchover(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *old = primary(&w);
+    fake_node *target = (&w.nodes[2] == old) ? &w.nodes[1] : &w.nodes[2];
+    uint64_t acked_before = w.acked_count;
+    snprintf(w.switchover_to, sizeof w.switchover_to, "%s", target->name);
+    int ticks = ticks_until_new_primary(&w, old, 50);
+    assert_true(ticks > 0);
+    assert_ptr_equal(primary(&w), target);
+    /* Planned: no lease expiry needed, the pause is a few loops. */
+    assert_true(ticks * TICK_MS < TTL_MS);
+    w.switchover_to[0] = '\0'; /* the new leader deletes the request */
+    run_ticks(&w, 40);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_int_equal(w.epoch, 2);
+    assert_true(w.acked_count > acked_before);
+    assert_healthy_cell(&w);
+    assert_string_equal(old->upstream, target->name);
+}
+
+static void test_switchover_to_unhealthy_target_is_ignored(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap(&w);
+    fake_node *old = primary(&w);
+    fake_node *target = (&w.nodes[2] == old) ? &w.nodes[1] : &w.nodes[2];
+    target->keeper_alive = false;
+    target->running = false;
+    snprintf(w.switchover_to, sizeof w.switchover_to, "%s", target->name);
+    run_ticks(&w, 20);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_ptr_equal(primary(&w), old);
+    assert_int_equal(w.epoch, 1);
+}
+
 static void test_syncset_plan_steps(void **state)
 {
     (void)state;
@@ -689,6 +754,8 @@ int main(void)
         cmocka_unit_test(test_flapping_etcd_link_no_failover),
         cmocka_unit_test(test_long_etcd_outage_of_standby_detaches),
         cmocka_unit_test(test_candidate_race_one_winner),
+        cmocka_unit_test(test_planned_switchover),
+        cmocka_unit_test(test_switchover_to_unhealthy_target_is_ignored),
         cmocka_unit_test(test_syncset_plan_steps),
         cmocka_unit_test(test_dot_names_every_state),
     };
