@@ -23,7 +23,7 @@
 #   cell.sh psql DIR NODE [args...]    psql to NODE's ledger database
 #   cell.sh env DIR                    print DIR/env
 #
-# DIR/env: CELL ETCD_ENDPOINTS NODES="n1 n2 n3" N1_PG_PORT=... BUILD
+# DIR/env: CELL ETCD_ENDPOINTS NODES="n1 n2 n3" N1_PG_PORT=... N1_METRICS_PORT=... BUILD
 #          CONFIG (meridiand/meridianctl config) MERIDIAND_URLS (comma-separated)
 set -euo pipefail
 
@@ -56,6 +56,7 @@ load_env() {
 
 upper() { echo "$1" | tr '[:lower:]' '[:upper:]'; }
 pg_port() { local v; v="$(upper "$1")_PG_PORT"; echo "${!v:?unknown node $1}"; }
+metrics_port() { local v; v="$(upper "$1")_METRICS_PORT"; echo "${!v:?unknown node $1}"; }
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 pid_of() { [ -f "$1" ] && head -1 "$1" || true; }
 
@@ -74,6 +75,7 @@ start_keeper() {
   "$BUILD/meridian-keeper" --node "$node" --cell "$CELL" --etcd "$ETCD_ENDPOINTS" \
     --dir "$dir/$node" --pg-port "$(pg_port "$node")" --zone "az$i" --region "$REGION" \
     --lease-ttl-s "$LEASE_TTL_S" --pid-file "$dir/$node.keeper.pid" \
+    --metrics-listen "127.0.0.1:$(metrics_port "$node")" \
     >>"$dir/$node.keeper.log" 2>&1 &
   for _ in $(seq 1 50); do [ -s "$dir/$node.keeper.pid" ] && return 0; sleep 0.1; done
   die "keeper $node did not start (see $dir/$node.keeper.log)"
@@ -139,6 +141,7 @@ up)
     echo "REGION=$REGION"
     for i in $(seq 1 "$NODES_N"); do
       echo "N${i}_PG_PORT=$(free_port)"
+      echo "N${i}_METRICS_PORT=$(free_port)"
       NODES="$NODES n$i"
     done
     echo "NODES=\"${NODES# }\""

@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/mrd_assert.h"
 #include "etcd/etcd.h"
+#include "keeper/kmetrics.h"
 #include "keeper/syncset.h"
 
 #define COMP "keeper"
@@ -67,6 +68,7 @@ typedef struct keeper {
     /* the event being recorded in history/<epoch> */
     int64_t event_epoch, event_lost_ms, event_acquired_ms;
     const char *event_kind;
+    uint64_t transitions, fences, promotions; /* for /metrics */
 } keeper;
 
 static int64_t mono_ms(void)
@@ -598,6 +600,7 @@ static void *fence_thread(void *arg)
         if (atomic_load(&k->writable) && mono_ms() >= atomic_load(&k->lease_valid_until_ms)) {
             char err[256];
             log_warn(COMP, "lease deadline passed without renewal: fencing PostgreSQL now");
+            k->fences++;
             atomic_store(&k->writable, 0);
             if (pgctl_stop(&k->pg, "immediate", 30000, err, sizeof err) != 0)
                 log_error(COMP, "fence: %s", err);
@@ -654,6 +657,11 @@ static void loop_once(keeper *k)
         keeper_state from = k->state;
         k->state = t->to;
         k->last_why = t->why;
+        k->transitions++;
+        if (t->action == KEEPER_ACT_FENCE)
+            k->fences++;
+        if (t->action == KEEPER_ACT_PROMOTE)
+            k->promotions++;
         if (do_action(k, t->action, &v) != 0 && t->action == KEEPER_ACT_INITDB_AND_LEAD)
             k->state = from; /* lost the bootstrap claim: decide again */
     } else if (k->state == KEEPER_PRIMARY && v.etcd_ok) {
@@ -666,6 +674,16 @@ static void loop_once(keeper *k)
         pgctl_read_state(&k->pg, &ps);
         publish_member(k, &ps);
     }
+    int64_t left = atomic_load(&k->lease_valid_until_ms) - mono_ms();
+    kmetrics_snapshot snap = {
+        .node = k->cfg->node, .cell = k->cfg->cell, .state = keeper_state_name(k->state),
+        .leader = k->holds_lease, .etcd_ok = v.etcd_ok, .pg_running = ps.running,
+        .pg_in_recovery = ps.in_recovery, .epoch = v.epoch,
+        .lease_left_ms = k->holds_lease && left > 0 ? left : 0, .flush_lsn = ps.flush_lsn,
+        .timeline = ps.timeline, .transitions = k->transitions, .fences = k->fences,
+        .promotions = k->promotions, .sync_standbys = k->pg_names.count,
+    };
+    kmetrics_publish(&snap);
 }
 
 int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)

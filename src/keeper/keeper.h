@@ -32,6 +32,7 @@ typedef struct keeper_config {
     int loop_ms;           /* decision loop period */
     int fence_margin_ms;   /* fence this long before the lease can expire */
     uint64_t sync_lag_bytes_max; /* a standby further behind is not made synchronous */
+    char metrics_listen[64];     /* "127.0.0.1:PORT" for /metrics, "" = off */
 } keeper_config;
 
 /* Defaults: lease 3 s, loop 500 ms, margin 1 s, 16 MiB lag, database

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "keeper/fsm.h"
 #include "keeper/keeper.h"
+#include "keeper/kmetrics.h"
 
 static volatile int stop_requested;
 
@@ -34,6 +35,7 @@ static void usage(FILE *f)
             "                       [--zone Z] [--region R] [--database DB] [--lease-ttl-s S]\n"
             "                       [--loop-ms MS] [--fence-margin-ms MS] [--pg-bindir DIR]\n"
             "                       [--user USER] [--pid-file FILE] [--stop-pg-on-exit]\n"
+            "                       [--metrics-listen 127.0.0.1:PORT]\n"
             "                       [--log-level debug|info|warn|error] [--log-json]\n"
             "       meridian-keeper --print-fsm\n");
 }
@@ -112,6 +114,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--user") == 0) rc = copy_arg(a, v, cfg.run_as_user, sizeof cfg.run_as_user);
         else if (strcmp(a, "--database") == 0) rc = copy_arg(a, v, cfg.database, sizeof cfg.database);
         else if (strcmp(a, "--pid-file") == 0) pid_file = v;
+        else if (strcmp(a, "--metrics-listen") == 0) rc = copy_arg(a, v, cfg.metrics_listen, sizeof cfg.metrics_listen);
         else if (strcmp(a, "--pg-port") == 0) { rc = parse_int(a, v, 1, 65535, &n); cfg.pg_port = (int)n; }
         else if (strcmp(a, "--lease-ttl-s") == 0) { rc = parse_int(a, v, 2, 60, &n); cfg.lease_ttl_s = (int)n; }
         else if (strcmp(a, "--loop-ms") == 0) { rc = parse_int(a, v, 50, 10000, &n); cfg.loop_ms = (int)n; }
@@ -153,7 +156,12 @@ int main(int argc, char **argv)
         fprintf(f, "%d\n", (int)getpid());
         fclose(f);
     }
+    if (cfg.metrics_listen[0] != '\0' && kmetrics_start(cfg.metrics_listen, err, sizeof err) != 0) {
+        fprintf(stderr, "meridian-keeper: %s\n", err);
+        return 1;
+    }
     int rc = keeper_run(&cfg, &stop_requested, stop_pg);
+    kmetrics_stop();
     if (pid_file != NULL)
         unlink(pid_file);
     return rc == 0 ? 0 : 1;

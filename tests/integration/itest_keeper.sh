@@ -26,67 +26,49 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; f
 
 lab=$(mktemp -d /tmp/meridian-itest-keeper-XXXXXX)
 chmod 755 "$lab"
+cell="$lab/cell"
 workload_pid=
 cleanup() {
   [ -n "$workload_pid" ] && kill "$workload_pid" 2>/dev/null && wait "$workload_pid" 2>/dev/null
-  for n in 1 2 3; do
-    [ -f "$lab/k$n.pid" ] && kill -CONT "$(cat "$lab/k$n.pid")" 2>/dev/null
-    [ -f "$lab/k$n.pid" ] && kill "$(cat "$lab/k$n.pid")" 2>/dev/null
-  done
-  sleep 2
-  for n in 1 2 3; do bash "$src/scripts/pg.sh" stop "$lab/n$n" >/dev/null 2>&1; done
-  bash "$src/scripts/etcd.sh" stop "$lab/etcd" >/dev/null 2>&1
-  if [ "$failed" -eq 0 ]; then rm -rf "$lab"; else echo "# logs kept in $lab"; fi
+  bash "$src/scripts/cell.sh" down "$cell" >/dev/null 2>&1
+  if [ "$failed" -eq 0 ]; then rm -rf "$lab"; else echo "# logs kept in $cell"; fi
 }
 trap cleanup EXIT
 
-# Ports below the ephemeral range, distinct per node.
-base=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
-port_of() { echo $((base + $1)); }
-for n in 1 2 3; do
-  while ss -ltnH "sport = :$(port_of $n)" | grep -q .; do base=$((base + 7)); done
-done
-
-bash "$src/scripts/etcd.sh" init "$lab/etcd" 3 >/dev/null
-bash "$src/scripts/etcd.sh" start "$lab/etcd" >/dev/null || { not_ok "etcd cluster starts"; echo "0 passed, 1 failed"; exit 1; }
-EP=$(bash "$src/scripts/etcd.sh" endpoints "$lab/etcd")
-
-start_keeper() {
-  local n=$1
-  "$bin/meridian-keeper" --node "n$n" --cell itest --etcd "$EP" --dir "$lab/n$n" \
-    --pg-port "$(port_of "$n")" --zone "az$n" --region us-east \
-    --pid-file "$lab/k$n.pid" >>"$lab/k$n.log" 2>&1 &
-  for _ in $(seq 1 50); do [ -s "$lab/k$n.pid" ] && return 0; sleep 0.1; done
-  return 1
-}
-
-etcd_get() { bash "$src/scripts/etcd.sh" ctl "$lab/etcd" get --print-value-only "/meridian/itest/$1" 2>/dev/null; }
-leader_node() { etcd_get leader | sed -n 's/.*"node":"\([^"]*\)".*/\1/p'; }
+cellsh() { bash "$src/scripts/cell.sh" "$1" "$cell" "${@:2}"; }
+if ! cellsh up --name itest --meridiand 0 --build "$bin" 2>"$lab/up.log"; then
+  cat "$lab/up.log"
+  not_ok "cell comes up (cell.sh up)"
+  echo "$passed passed, $failed failed"
+  exit 1
+fi
+# shellcheck disable=SC1091
+. "$cell/env"
+port_of() { local v="N${1}_PG_PORT"; echo "${!v}"; }
+mport_of() { local v="N${1}_METRICS_PORT"; echo "${!v}"; }
+etcd_get() { bash "$src/scripts/etcd.sh" ctl "$cell/etcd" get --print-value-only "/meridian/itest/$1" 2>/dev/null; }
+leader_node() { cellsh leader 2>/dev/null; }
 epoch() { etcd_get epoch; }
 sql() { local n=$1; shift; "$PSQL" -h 127.0.0.1 -p "$(port_of "$n")" -U postgres -d meridian -XtAq -v ON_ERROR_STOP=1 -c "$@" 2>/dev/null; }
 num() { echo "${1#n}"; }
+wait_healthy() { cellsh wait-healthy "$2" >/dev/null 2>&1; }
+syncset_size() { etcd_get syncset | tr ',' '\n' | grep -c '"n'; }
 
-# Wait (bounded) until the cell has a writable leader with n_standbys
-# synchronous standbys streaming from it.
-wait_healthy() {
-  local want=$1 limit=$2 l
-  for _ in $(seq 1 $((limit * 2))); do
-    l=$(leader_node)
-    if [ -n "$l" ] && [ "$(sql "$(num "$l")" "SELECT pg_is_in_recovery()")" = "f" ] &&
-       [ "$(sql "$(num "$l")" "SELECT count(*) FROM pg_stat_replication WHERE state='streaming' AND sync_state='quorum'")" = "$want" ]; then
-      return 0
-    fi
-    sleep 0.5
-  done
-  return 1
-}
-
-for n in 1 2 3; do start_keeper "$n"; done
-check "cell bootstraps: one primary, two synchronous standbys streaming (60 s)" wait_healthy 2 60
+check "cell bootstraps: one primary, two synchronous standbys streaming" wait_healthy 2 60
 check "epoch is 1 after bootstrap" test "$(epoch)" = "1"
 L=$(leader_node)
 sql "$(num "$L")" "CREATE TABLE bank (id int PRIMARY KEY, node text NOT NULL)" >/dev/null
 check "meridian_fencing records epoch 1" test "$(sql "$(num "$L")" "SELECT epoch FROM meridian_fencing")" = "1"
+
+leaders_by_metrics() {
+  for n in $NODES; do curl -sf "http://127.0.0.1:$(mport_of "$(num "$n")")/metrics"; done |
+    grep -c '^meridian_keeper_leader{.*} 1$'
+}
+check "keeper metrics: exactly one node reports holding the leader key" test "$(leaders_by_metrics)" = "1"
+curl -sf "http://127.0.0.1:$(mport_of "$(num "$L")")/metrics" > "$lab/metrics.txt"
+if command -v promtool >/dev/null; then
+  check "keeper /metrics passes promtool check metrics" promtool check metrics < "$lab/metrics.txt"
+fi
 
 # Workload: one row per insert, sent to whoever etcd names; a row is
 # acknowledged when the INSERT returned (synchronous commit, ANY 1).
@@ -95,9 +77,10 @@ workload() {
   while :; do
     i=$((i + 1))
     l=$(leader_node)
+    started=$(date +%s.%N)
     if [ -n "$l" ] && timeout 5 "$PSQL" -h 127.0.0.1 -p "$(port_of "$(num "$l")")" -U postgres -d meridian \
          -XtAq -v ON_ERROR_STOP=1 -c "INSERT INTO bank VALUES ($i, '$l')" >/dev/null 2>&1; then
-      echo "$i $(date +%s.%N)" >> "$lab/acked"
+      echo "$i $(date +%s.%N) $started" >> "$lab/acked"
     fi
   done
 }
@@ -109,8 +92,10 @@ sleep 3
 acked_all_present() {
   local l want have n
   for _ in 1 2 3 4 5; do l=$(leader_node); [ -n "$l" ] && break; sleep 0.5; done
-  want=$(cut -d' ' -f1 "$lab/acked" | sort -n | uniq | tr '\n' ',' | sed 's/,$//')
-  n=$(cut -d' ' -f1 "$lab/acked" | sort -n | uniq | wc -l)
+  # One snapshot of the file: the workload keeps appending to it.
+  cut -d' ' -f1 "$lab/acked" | sort -n | uniq > "$lab/acked.snapshot"
+  want=$(tr '\n' ',' < "$lab/acked.snapshot" | sed 's/,$//')
+  n=$(wc -l < "$lab/acked.snapshot")
   [ -n "$want" ] || { echo "# no acknowledged rows"; return 1; }
   have=$(sql "$(num "$l")" "SELECT count(*) FROM bank WHERE id IN ($want)")
   [ "$have" = "$n" ] && return 0
@@ -122,12 +107,14 @@ acked_all_present() {
 # ---- Fault 1: kill -9 of the primary's whole node.
 old=$L
 t0=$(date +%s.%N)
-kill -9 "$(cat "$lab/k$(num "$old").pid")" "$(head -1 "$lab/n$(num "$old")/data/postmaster.pid")"
-rm -f "$lab/k$(num "$old").pid"
+cellsh kill-node "$old"
 recovered=
 for _ in $(seq 1 $((RTO_MAX_S * 10))); do
-  last=$(tail -1 "$lab/acked" | cut -d' ' -f2)
-  if [ -n "$last" ] && [ "$(echo "$last > $t0" | bc)" = 1 ]; then recovered=$last; break; fi
+  # The first write *sent* after the fault and acknowledged.
+  last=$(tail -1 "$lab/acked")
+  if [ -n "$last" ] && [ "$(echo "$(echo "$last" | cut -d' ' -f3) > $t0" | bc)" = 1 ]; then
+    recovered=$(echo "$last" | cut -d' ' -f2); break
+  fi
   sleep 0.1
 done
 if [ -n "$recovered" ]; then
@@ -142,19 +129,17 @@ check "the new primary recorded epoch 2 in the database" test "$(sql "$(num "$ne
 check "every acknowledged row is on the new primary" acked_all_present
 
 # ---- The old primary comes back: pg_rewind, standby of the new one.
-start_keeper "$(num "$old")"
-check "old primary rejoins as a synchronous standby (60 s)" wait_healthy 2 60
+cellsh start-node "$old"
+check "old primary rejoins as a synchronous standby" wait_healthy 2 60
 check "the rejoined node is in recovery" test "$(sql "$(num "$old")" "SELECT pg_is_in_recovery()")" = "t"
 
 # ---- Fault 2: SIGSTOP of the primary's whole node for twice the TTL.
 P=$(leader_node)
 pn=$(num "$P")
-pm=$(head -1 "$lab/n$pn/data/postmaster.pid")
-pids="$(cat "$lab/k$pn.pid") $pm $(pgrep -P "$pm" | tr '\n' ' ')"
 acked_before=$(wc -l < "$lab/acked")
-kill -STOP $pids
-sleep 6
-kill -CONT $pids
+cellsh pause-node "$P"
+sleep $((2 * LEASE_TTL_S))
+cellsh resume-node "$P"
 sleep 2
 r=$(sql "$pn" "SELECT pg_is_in_recovery()")
 check "after SIGCONT the paused old primary is not writable (answer: '${r:-down}')" test "$r" != "f"
@@ -162,7 +147,56 @@ now=$(leader_node)
 check "a different node leads after the pause ($P -> $now)" test -n "$now" -a "$now" != "$P"
 check "epoch bumped to 3" test "$(epoch)" = "3"
 check "writes continued after the pause" test "$(wc -l < "$lab/acked")" -gt "$acked_before"
-check "paused node rejoins as a standby, cell healthy (60 s)" wait_healthy 2 60
+check "paused node rejoins as a standby, cell healthy" wait_healthy 2 60
+
+# ---- Planned switchover to a synchronous standby: zero loss, short pause.
+S=$(leader_node)
+T=""
+for n in $NODES; do [ "$n" != "$S" ] && T=$n && break; done
+lease=$(bash "$src/scripts/etcd.sh" ctl "$cell/etcd" lease grant 30 | awk '{print $2}')
+t0=$(date +%s.%N)
+bash "$src/scripts/etcd.sh" ctl "$cell/etcd" put --lease="$lease" /meridian/itest/switchover "{\"to\":\"$T\"}" >/dev/null
+switched=
+for _ in $(seq 1 100); do [ "$(leader_node)" = "$T" ] && switched=$(date +%s.%N) && break; sleep 0.1; done
+if [ -n "$switched" ]; then
+  ok "switchover $S -> $T: new leader after $(echo "$switched - $t0" | bc | cut -c1-5) s (well under the lease TTL)"
+else
+  not_ok "switchover $S -> $T within 10 s"
+fi
+check "switchover bumped the epoch to 4" test "$(epoch)" = "4"
+check "switchover recorded in history" bash -c "bash '$src/scripts/etcd.sh' ctl '$cell/etcd' get --print-value-only /meridian/itest/history/00000000000000000004 | grep -q '\"kind\":\"switchover\"'"
+consumed() { for _ in $(seq 1 20); do [ -z "$(etcd_get switchover)" ] && return 0; sleep 0.5; done; return 1; }
+check "the new leader consumed the switchover request" consumed
+check "cell healthy after the switchover, old leader a standby" wait_healthy 2 60
+check "every acknowledged row present after the switchover" acked_all_present
+
+# ---- kill -9 of the primary's postmaster only: the keeper restarts it
+# (or the cell fails over); nothing acknowledged is lost.
+D=$(leader_node)
+cellsh kill-db "$D"
+check "cell healthy again after the postmaster was killed" wait_healthy 2 60
+check "every acknowledged row present after the postmaster kill" acked_all_present
+
+# ---- A synchronous standby goes down, then the primary dies: only the
+# standby that holds every acknowledged commit may be promoted.
+P=$(leader_node)
+down=""; keep=""
+for n in $NODES; do
+  [ "$n" = "$P" ] && continue
+  if [ -z "$down" ]; then down=$n; else keep=$n; fi
+done
+cellsh stop-node "$down"
+shrunk=
+for _ in $(seq 1 60); do [ "$(syncset_size)" = "1" ] && shrunk=1 && break; sleep 0.5; done
+check "the primary shrinks the synchronous set to the live standby ($keep)" test -n "$shrunk"
+cellsh kill-node "$P"
+promoted=
+for _ in $(seq 1 100); do [ "$(leader_node)" = "$keep" ] && promoted=1 && break; sleep 0.2; done
+check "the standby in the synchronous set ($keep) is promoted" test -n "$promoted"
+sleep 1
+cellsh start-node "$down"
+cellsh start-node "$P"
+check "both nodes come back: cell healthy" wait_healthy 2 90
 
 kill "$workload_pid" 2>/dev/null
 wait "$workload_pid" 2>/dev/null
