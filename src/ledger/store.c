@@ -4,8 +4,11 @@
  * write with few round trips, commit).
  *
  * Round trips per commit: three pipelines.
- *   1. BEGIN; the stored transfers with the requested ids and the
- *      transfers that post/void/expire events reference.
+ *   1. BEGIN; with fencing on (store_set_fence), the epoch the node
+ *      recorded in meridian_fencing, which must be the route's (else
+ *      STORE_FENCED, nothing written); the stored transfers with the
+ *      requested ids and the transfers that post/void/expire events
+ *      reference.
  *   2. The accounts, SELECT ... ORDER BY id FOR UPDATE; then, in the
  *      same pipeline and so after those locks are held, the state of the
  *      referenced pending transfers; for account requests the customers
@@ -115,6 +118,8 @@ struct store {
     int64_t ts_floor_us;
     /* now_us of the last commit attempt (account creation timestamps). */
     int64_t last_now_us;
+    /* Epoch the server must have recorded in meridian_fencing; 0: no check. */
+    int64_t fence_epoch;
 };
 
 /* ------------------------------------------------------------------ */
@@ -446,6 +451,25 @@ int store_reconnect(store *s)
     return 0;
 }
 
+int store_reconnect_dsn(store *s, const char *dsn)
+{
+    mrd_assert(s && dsn);
+    char *copy = strdup(dsn);
+    if (!copy) {
+        log_error(COMP, "out of memory");
+        return -1;
+    }
+    free(s->dsn);
+    s->dsn = copy;
+    return store_reconnect(s);
+}
+
+void store_set_fence(store *s, int64_t epoch)
+{
+    mrd_assert(s && epoch >= 0);
+    s->fence_epoch = epoch;
+}
+
 /* ------------------------------------------------------------------ */
 /* Pipelines and error mapping                                         */
 
@@ -482,6 +506,11 @@ static store_status classify(store *s, const PGresult *r, const char *what)
         log_info(COMP, "commit conflict during %s, retrying: SQLSTATE %s: %s (%s)",
                  what, state, msg, detail ? detail : "");
         return STORE_RETRY;
+    }
+    if (!strcmp(state, "42P01") && contains(msg, "meridian_fencing")) {
+        log_warn(COMP, "node records no epoch (no meridian_fencing table) during %s: "
+                       "refusing to write to it", what);
+        return STORE_FENCED;
     }
     if (!strcmp(state, "25006") || contains(msg, "read-only transaction")) {
         log_warn(COMP, "database is read-only during %s: %s", what, msg);
@@ -718,22 +747,46 @@ static store_status load_transfers(store *s)
         if (sb_id(ids, &s->pend_ids.ids[i]) < 0) goto oom;
     if (sb_close(ids) < 0) goto oom;
 
-    stmt st[2] = {
-        {.what = "begin", .sql = "BEGIN ISOLATION LEVEL READ COMMITTED"},
-        {.what = "load transfers",
-         .sql = "SELECT " TRANSFER_COLS " FROM transfers WHERE id = ANY($1::uuid[]) "
-                "ORDER BY id",
-         .nparams = 1,
-         .values = {ids->data}},
-    };
-    PGresult *res[2];
-    store_status rc = pipeline_run(s, st, 2, res, -1);
+    /* With fencing on, the epoch check rides in the same round trip,
+     * inside the transaction and before anything is written. */
+    stmt st[3];
+    int nst = 0, i_fence = -1;
+    st[nst++] = (stmt){.what = "begin", .sql = "BEGIN ISOLATION LEVEL READ COMMITTED"};
+    if (s->fence_epoch > 0) {
+        i_fence = nst;
+        st[nst++] = (stmt){.what = "fencing check",
+                           .sql = "SELECT epoch FROM meridian_fencing WHERE id = 1"};
+    }
+    int i_load = nst;
+    st[nst++] = (stmt){.what = "load transfers",
+                       .sql = "SELECT " TRANSFER_COLS " FROM transfers WHERE id = ANY($1::uuid[]) "
+                              "ORDER BY id",
+                       .nparams = 1,
+                       .values = {ids->data}};
+    PGresult *res[3];
+    store_status rc = pipeline_run(s, st, nst, res, -1);
     if (rc != STORE_OK) {
-        clear_results(res, 2);
+        clear_results(res, nst);
         return rc;
     }
-    PQclear(res[0]);
-    s->loaded_res = res[1];
+    if (i_fence >= 0) {
+        int64_t epoch = 0;
+        bool ok = PQntuples(res[i_fence]) == 1 && !PQgetisnull(res[i_fence], 0, 0) &&
+                  parse_i64(PQgetvalue(res[i_fence], 0, 0), &epoch) == 0;
+        if (!ok || epoch != s->fence_epoch) {
+            if (ok)
+                log_warn(COMP, "node is at epoch %" PRId64 ", the route expects %" PRId64
+                               ": refusing to write to it", epoch, s->fence_epoch);
+            else
+                log_warn(COMP, "node records no epoch (expected %" PRId64
+                               "): refusing to write to it", s->fence_epoch);
+            clear_results(res, nst);
+            return STORE_FENCED;
+        }
+    }
+    for (int i = 0; i < nst; i++)
+        if (i != i_load) PQclear(res[i]);
+    s->loaded_res = res[i_load];
     int rows = PQntuples(s->loaded_res);
     if (grow((void **)&s->loaded, &s->loaded_cap, (size_t)rows + 1,
              sizeof(ledger_transfer), (size_t)2 * LIMIT_COMMIT_EVENTS_MAX + 1) < 0)
@@ -1283,20 +1336,37 @@ int store_batch_committed(store *s, const store_request *reqs, size_t n)
     if (want_rows + want_expired == 0) return 1; /* nothing written: results stand */
     if (sb_close(tid) | sb_close(tts) | sb_close(aid) | sb_close(ats) | sb_close(pid)) return -1;
     const char *vals[5] = {tid->data, tts->data, aid->data, ats->data, pid->data};
+    /* With fencing on, only the node at the expected epoch may answer:
+     * a stale node could lack a commit the current leader holds. */
     PGresult *r = PQexecParams(
         s->conn,
-        "SELECT (SELECT count(*) FROM transfers t JOIN unnest($1::uuid[], $2::int8[]) "
-        "AS u(id, ts) ON t.id = u.id AND t.timestamp_us = u.ts) + "
-        "(SELECT count(*) FROM accounts a JOIN unnest($3::uuid[], $4::int8[]) AS u(id, ts) "
-        "ON a.id = u.id AND a.timestamp_us = u.ts), "
-        "(SELECT count(*) FROM pending_transfers WHERE id = ANY($5::uuid[]) AND status = 4)",
+        s->fence_epoch > 0
+            ? "SELECT (SELECT count(*) FROM transfers t JOIN unnest($1::uuid[], $2::int8[]) "
+              "AS u(id, ts) ON t.id = u.id AND t.timestamp_us = u.ts) + "
+              "(SELECT count(*) FROM accounts a JOIN unnest($3::uuid[], $4::int8[]) AS u(id, ts) "
+              "ON a.id = u.id AND a.timestamp_us = u.ts), "
+              "(SELECT count(*) FROM pending_transfers WHERE id = ANY($5::uuid[]) AND status = 4), "
+              "(SELECT epoch FROM meridian_fencing WHERE id = 1)"
+            : "SELECT (SELECT count(*) FROM transfers t JOIN unnest($1::uuid[], $2::int8[]) "
+              "AS u(id, ts) ON t.id = u.id AND t.timestamp_us = u.ts) + "
+              "(SELECT count(*) FROM accounts a JOIN unnest($3::uuid[], $4::int8[]) AS u(id, ts) "
+              "ON a.id = u.id AND a.timestamp_us = u.ts), "
+              "(SELECT count(*) FROM pending_transfers WHERE id = ANY($5::uuid[]) AND status = 4)",
         5, NULL, vals, NULL, NULL, 0);
     int out = -1;
-    int64_t rows = -1, expired = -1;
+    int64_t rows = -1, expired = -1, epoch = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
         parse_i64(PQgetvalue(r, 0, 0), &rows) < 0 ||
         parse_i64(PQgetvalue(r, 0, 1), &expired) < 0) {
         log_warn(COMP, "cannot settle an ambiguous commit: %s", PQerrorMessage(s->conn));
+        goto out;
+    }
+    if (s->fence_epoch > 0 &&
+        (PQgetisnull(r, 0, 2) || parse_i64(PQgetvalue(r, 0, 2), &epoch) < 0 ||
+         epoch != s->fence_epoch)) {
+        log_warn(COMP, "cannot settle an ambiguous commit on this node: its epoch is %s, "
+                       "the route expects %" PRId64,
+                 PQgetisnull(r, 0, 2) ? "unset" : PQgetvalue(r, 0, 2), s->fence_epoch);
         goto out;
     }
     if (want_rows > 0) {

@@ -39,6 +39,8 @@ typedef enum {
     STORE_AMBIGUOUS = -3, /* connection lost after COMMIT was sent: unknown */
     STORE_FATAL = -4,     /* a bug or a schema problem: logged with detail */
     STORE_READONLY = -5,  /* the server is a standby / read-only: nothing applied */
+    STORE_FENCED = -6,    /* the node's recorded epoch is not the expected one (or it
+                             records none): nothing applied, find the current leader */
 } store_status;
 
 typedef enum {
@@ -65,6 +67,19 @@ void store_free(store *s);
 
 /* Drop and re-open the connection. Returns 0 or -1 (reason logged). */
 int store_reconnect(store *s);
+
+/* Point the store at another server (a new leader): replace its DSN with
+ * a copy of dsn and reconnect. Returns 0, or -1 (reason logged; the DSN
+ * is replaced even then, so a later store_reconnect retries it). */
+int store_reconnect_dsn(store *s, const char *dsn);
+
+/* Fencing. With epoch > 0, every commit reads meridian_fencing.epoch
+ * (written by the keeper at promotion) in its first round trip and
+ * refuses with STORE_FENCED, applying nothing, unless it equals epoch; a
+ * missing table or row is STORE_FENCED too. store_batch_committed then
+ * answers -1 (cannot tell) on such a node. 0 (the default) turns the
+ * check off. */
+void store_set_fence(store *s, int64_t epoch);
 
 /* Apply reqs[0..n) in one transaction (see the file comment), using b as
  * scratch (reset inside). now_us is the commit's clock. On STORE_OK every

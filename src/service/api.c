@@ -28,6 +28,7 @@
 #include "common/mrd_assert.h"
 #include "service/codec.h"
 #include "service/metrics.h"
+#include "service/route.h"
 
 struct api {
     api_config cfg;
@@ -251,6 +252,17 @@ static void h_healthz(ctx *c)
 static void h_readyz(ctx *c)
 {
     char reason[256];
+    route_snapshot snap;
+    if (c->api->cfg.route != NULL) {
+        route_current(c->api->cfg.route, &snap);
+        if (!snap.has_leader) {
+            snprintf(reason, sizeof reason, "no leader for cell %s",
+                     route_cell(c->api->cfg.route));
+            reply_json(c, 503,
+                       json_pack("{s:s,s:s}", "status", "unavailable", "reason", reason));
+            return;
+        }
+    }
     if (reads_ready(c->api->cfg.reads, c->api->cfg.schema_version, reason, sizeof reason) == 0) {
         reply_json(c, 200, json_pack("{s:s}", "status", "ready"));
         return;

@@ -21,6 +21,7 @@ typedef struct api_config {
     reads *reads;       /* borrowed */
     auth *auth;         /* borrowed */
     int schema_version; /* what /readyz requires (migrations_latest()) */
+    struct route_source *route; /* borrowed; NULL: /readyz checks no leader */
 } api_config;
 
 typedef struct api api;

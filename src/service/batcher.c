@@ -10,13 +10,30 @@
  * and reconnects, is posted to every job of the batch:
  *   STORE_OK                      -> BATCHER_OK (results filled)
  *   STORE_RETRY (x retries)       -> run again; then BATCHER_UNAVAILABLE
- *   STORE_CONN / STORE_READONLY   -> reconnect (~2 s), run again; then
- *                                    BATCHER_UNAVAILABLE (nothing applied)
- *   STORE_AMBIGUOUS               -> reconnect and ask the database
+ *   STORE_CONN / STORE_READONLY / -> reconnect to the current leader
+ *   STORE_FENCED                     (waiting for etcd to name one),
+ *                                    run again; after the budget (2 s for
+ *                                    a static route, failover_wait_ms with
+ *                                    etcd) BATCHER_UNAVAILABLE (nothing
+ *                                    applied)
+ *   STORE_AMBIGUOUS               -> reconnect to the (possibly new)
+ *                                    leader and ask it
  *                                    (store_batch_committed): committed ->
  *                                    BATCHER_OK, not committed -> run
  *                                    again, cannot tell -> BATCHER_UNKNOWN
  *   STORE_FATAL                   -> BATCHER_INTERNAL
+ *
+ * Following the leader (route.h): each worker remembers the route
+ * generation and epoch its connection was opened for. Before every
+ * commit attempt it compares them with the current route and, when the
+ * leader changed, reconnects first; the store then checks inside the
+ * transaction that the node recorded that epoch (STORE_FENCED if not).
+ * A batch whose COMMIT may have reached the old leader is settled on the
+ * new one: a commit the old leader made but no synchronous standby
+ * received is gone with the old leader's timeline, so "not there" on
+ * the new leader means "run again", and the transfer ids make a second
+ * run of anything that is there answer `exists`.
+ *
  * A background thread lists timed-out pending transfers on its own
  * connection and expires them by submitting an internal request through
  * the same queue, so expiry takes the same locks as everything else.
@@ -24,6 +41,7 @@
 #include "service/batcher.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -39,12 +57,19 @@
 #include "common/mrd_assert.h"
 #include "ledger/store.h"
 #include "service/metrics.h"
+#include "service/route.h"
 
 #define COMP "batcher"
 
 #define BATCHER_WORKERS_MAX 32
-/* Time a batch may spend reconnecting after STORE_CONN/READONLY. */
+/* Time a batch may spend reconnecting after STORE_CONN/READONLY on a
+ * static route. */
 #define BATCHER_RECONNECT_BUDGET_MS 2000
+/* Default time a batch may wait for a leader on an etcd route. */
+#define BATCHER_FAILOVER_WAIT_MS_DEFAULT 15000
+/* Backoff between reconnects to the same route, and its cap. */
+#define BATCHER_BACKOFF_US_MIN 20000
+#define BATCHER_BACKOFF_US_MAX 500000
 /* Time a batch may spend settling an ambiguous commit. */
 #define BATCHER_SETTLE_BUDGET_MS 5000
 /* Attempts of one batch, whatever the reasons. */
@@ -63,6 +88,7 @@ typedef struct worker {
     pthread_t thread;
     bool started;
     store *st;
+    uint64_t route_generation; /* route the connection was opened for */
     ledger_batch *lb;
     job **jobs;           /* taken for the current batch */
     store_request *reqs;  /* copies of their requests */
@@ -71,6 +97,10 @@ typedef struct worker {
 struct batcher {
     batcher_config cfg;
     char *dsn;
+    route_source *route;      /* cfg.route, or own_route */
+    route_source *own_route;  /* the static route made from dsn */
+    int unavailable_budget_ms; /* waiting for a writable leader, per batch */
+    int settle_budget_ms;      /* settling an ambiguous commit, per batch */
     size_t batch_capacity; /* events the ledger_batch holds */
 
     pthread_mutex_t mu;
@@ -86,6 +116,7 @@ struct batcher {
     pthread_t expirer;
     bool expirer_started;
     store *expire_store;
+    uint64_t expire_generation;
 
     atomic_int db_up;
 };
@@ -259,19 +290,66 @@ static void report_results(const store_request *reqs, size_t n)
     }
 }
 
-/* Reconnect with backoff until deadline_us (monotonic). Returns 0 or -1. */
+static int ms_until(int64_t deadline_us)
+{
+    int64_t left = deadline_us - mono_us();
+    if (left <= 0) return 0;
+    return left / 1000 > INT32_MAX ? INT32_MAX : (int)(left / 1000);
+}
+
+/* Point st at the leader of snapshot snap: its DSN and, for an etcd
+ * route, its epoch as the fencing check. *generation records the route
+ * tried, connected or not. Returns 0 or -1. */
+static int connect_to(batcher *b, store *st, uint64_t *generation, const route_snapshot *snap)
+{
+    char dsn[ROUTE_DSN_MAX];
+    *generation = snap->generation;
+    if (route_dsn(b->route, snap, dsn, sizeof dsn) != 0) {
+        log_error(COMP, "connection string for %s:%d too long", snap->host, snap->port);
+        return -1;
+    }
+    store_set_fence(st, route_is_etcd(b->route) ? snap->epoch : 0);
+    if (route_is_etcd(b->route))
+        log_debug(COMP, "connecting to leader %s (%s:%d, epoch %" PRId64 ")", snap->node,
+                  snap->host, snap->port, snap->epoch);
+    return store_reconnect_dsn(st, dsn);
+}
+
+/* Reconnect to the current leader, waiting for etcd to name one when
+ * there is none, with backoff, until deadline_us (monotonic). A change of
+ * the route cuts the backoff short. Returns 0 or -1. */
 static int reconnect_until(worker *w, int64_t deadline_us, int *tries)
 {
-    int64_t backoff_us = 20000;
+    batcher *b = w->owner;
+    int64_t backoff_us = BATCHER_BACKOFF_US_MIN;
     while (*tries < LIMIT_DB_RECONNECT_MAX) {
+        route_snapshot snap;
+        if (route_wait_leader(b->route, ms_until(deadline_us), &snap) < 0) {
+            log_warn(COMP, "no leader for cell %s", route_cell(b->route));
+            return -1;
+        }
         (*tries)++;
-        if (store_reconnect(w->st) == 0) return 0;
-        int64_t left = deadline_us - mono_us();
-        if (left <= 0) return -1;
-        sleep_us(backoff_us < left ? backoff_us : left);
-        if (backoff_us < 500000) backoff_us *= 2;
+        if (connect_to(b, w->st, &w->route_generation, &snap) == 0) return 0;
+        if (mono_us() >= deadline_us) return -1;
+        int64_t wait_us = backoff_us < deadline_us - mono_us() ? backoff_us
+                                                                : deadline_us - mono_us();
+        route_wait_change(b->route, snap.generation, (int)(wait_us / 1000), &snap);
+        if (backoff_us < BATCHER_BACKOFF_US_MAX) backoff_us *= 2;
     }
     return -1;
+}
+
+/* Before a commit attempt: if the leader changed since the connection
+ * was opened, move to the new one (waiting for one up to the batch's
+ * unavailability deadline, set here if not yet). Returns 0 or -1. */
+static int follow_route(worker *w, int64_t *deadline_us, int *tries)
+{
+    batcher *b = w->owner;
+    route_snapshot snap;
+    route_current(b->route, &snap);
+    if (snap.generation == w->route_generation && snap.has_leader) return 0;
+    if (*deadline_us == 0) *deadline_us = mono_us() + (int64_t)b->unavailable_budget_ms * 1000;
+    return reconnect_until(w, *deadline_us, tries);
 }
 
 /* Commit the taken jobs, with retries; posts every job's outcome. */
@@ -285,9 +363,16 @@ static void commit_jobs(worker *w, size_t n)
     }
     log_debug(COMP, "commit: %zu requests, %zu events", n, events);
     int retries = 0, reconnects = 0;
-    int64_t reconnect_deadline_us = 0, settle_deadline_us = 0;
+    int64_t unavailable_deadline_us = 0, settle_deadline_us = 0;
+    int64_t pause_us = 50000;
 
     for (int attempt = 0; attempt < BATCHER_ATTEMPTS_MAX; attempt++) {
+        if (follow_route(w, &unavailable_deadline_us, &reconnects) < 0) {
+            set_db_up(b, 0);
+            log_warn(COMP, "no writable leader: %zu requests refused", n);
+            finish(w, n, BATCHER_UNAVAILABLE);
+            return;
+        }
         int64_t t0 = mono_us();
         store_status rc = store_commit_batch(w->st, w->lb, w->reqs, n, real_us());
         if (rc == STORE_OK) {
@@ -312,25 +397,47 @@ static void commit_jobs(worker *w, size_t n)
             continue;
         case STORE_CONN:
         case STORE_READONLY:
+        case STORE_FENCED: {
             set_db_up(b, 0);
-            if (reconnect_deadline_us == 0)
-                reconnect_deadline_us = mono_us() + BATCHER_RECONNECT_BUDGET_MS * 1000;
-            if (rc == STORE_READONLY) sleep_us(50000);
-            if (mono_us() >= reconnect_deadline_us ||
-                reconnect_until(w, reconnect_deadline_us, &reconnects) < 0) {
+            if (rc == STORE_FENCED) metrics_fenced_commit();
+            if (unavailable_deadline_us == 0)
+                unavailable_deadline_us =
+                    mono_us() + (int64_t)b->unavailable_budget_ms * 1000;
+            if (rc != STORE_CONN) {
+                /* The node answers but may not take writes yet (a leader
+                 * being promoted, or not recording its epoch yet) or any
+                 * more: give etcd a moment to name another, then retry. */
+                route_snapshot snap;
+                int64_t left = unavailable_deadline_us - mono_us();
+                route_wait_change(b->route, w->route_generation,
+                                  (int)((pause_us < left ? pause_us : left > 0 ? left : 0) / 1000),
+                                  &snap);
+                if (pause_us < BATCHER_BACKOFF_US_MAX) pause_us *= 2;
+            }
+            if (mono_us() >= unavailable_deadline_us ||
+                reconnect_until(w, unavailable_deadline_us, &reconnects) < 0) {
                 log_warn(COMP, "database unavailable: %zu requests refused", n);
                 finish(w, n, BATCHER_UNAVAILABLE);
                 return;
             }
             continue;
+        }
         case STORE_AMBIGUOUS: {
             set_db_up(b, 0);
             if (settle_deadline_us == 0)
-                settle_deadline_us = mono_us() + BATCHER_SETTLE_BUDGET_MS * 1000;
+                settle_deadline_us = mono_us() + (int64_t)b->settle_budget_ms * 1000;
             int committed = -1;
             while (committed < 0 && mono_us() < settle_deadline_us) {
                 if (reconnect_until(w, settle_deadline_us, &reconnects) < 0) break;
                 committed = store_batch_committed(w->st, w->reqs, n);
+                if (committed < 0) {
+                    /* Connected but cannot tell (wrong epoch, error):
+                     * wait for the route to move before asking again. */
+                    route_snapshot snap;
+                    int left_ms = ms_until(settle_deadline_us);
+                    route_wait_change(b->route, w->route_generation,
+                                      left_ms < 200 ? left_ms : 200, &snap);
+                }
             }
             if (committed == 1) {
                 set_db_up(b, 1);
@@ -396,9 +503,15 @@ static void *expirer_main(void *arg)
         pthread_mutex_unlock(&b->mu);
         if (stop) break;
 
+        route_snapshot snap;
+        route_current(b->route, &snap);
+        if (!snap.has_leader) continue;
+        if (snap.generation != b->expire_generation &&
+            connect_to(b, b->expire_store, &b->expire_generation, &snap) != 0)
+            continue;
         int n = store_expired_pending(b->expire_store, real_us(), ids, max);
         if (n < 0) {
-            store_reconnect(b->expire_store);
+            connect_to(b, b->expire_store, &b->expire_generation, &snap);
             continue;
         }
         if (n == 0) continue;
@@ -431,6 +544,7 @@ static void destroy(batcher *b)
         free(b->workers[i].reqs);
     }
     store_free(b->expire_store);
+    route_free(b->own_route);
     pthread_cond_destroy(&b->not_empty);
     pthread_cond_destroy(&b->stop_cv);
     pthread_mutex_destroy(&b->mu);
@@ -467,7 +581,7 @@ static int init_sync(batcher *b)
 batcher *batcher_start(const batcher_config *cfg, char *err, size_t err_size)
 {
     mrd_assert(cfg && err && err_size > 0);
-    if (!cfg->dsn || !*cfg->dsn) {
+    if (!cfg->route && (!cfg->dsn || !*cfg->dsn)) {
         snprintf(err, err_size, "database DSN is empty");
         return NULL;
     }
@@ -503,7 +617,7 @@ batcher *batcher_start(const batcher_config *cfg, char *err, size_t err_size)
         return NULL;
     }
     b->cfg = *cfg;
-    b->dsn = strdup(cfg->dsn);
+    b->dsn = strdup(cfg->dsn ? cfg->dsn : "");
     b->cfg.dsn = b->dsn;
     /* A single request may carry up to LIMIT_BATCH_EVENTS_MAX events even
      * when events_max (the coalescing target) is smaller. */
@@ -519,14 +633,45 @@ batcher *batcher_start(const batcher_config *cfg, char *err, size_t err_size)
     }
 
     char why[256];
+    b->route = cfg->route;
+    if (!b->route) {
+        b->own_route = route_create_static(b->dsn, why, sizeof why);
+        if (!b->own_route) {
+            snprintf(err, err_size, "%s", why);
+            goto fail;
+        }
+        b->route = b->own_route;
+    }
+    int failover_ms = cfg->failover_wait_ms > 0 ? cfg->failover_wait_ms
+                                                 : BATCHER_FAILOVER_WAIT_MS_DEFAULT;
+    bool etcd = route_is_etcd(b->route);
+    b->unavailable_budget_ms = etcd ? failover_ms : BATCHER_RECONNECT_BUDGET_MS;
+    b->settle_budget_ms = etcd && failover_ms > BATCHER_SETTLE_BUDGET_MS
+                              ? failover_ms
+                              : BATCHER_SETTLE_BUDGET_MS;
+    /* Start-up needs the leader (waiting for one as long as a request
+     * would), like a static route needs its database. */
+    route_snapshot snap;
+    char dsn[ROUTE_DSN_MAX];
+    if (route_wait_leader(b->route, etcd ? failover_ms : 0, &snap) < 0) {
+        snprintf(err, err_size, "no leader for cell %s after %d ms", route_cell(b->route),
+                 failover_ms);
+        goto fail;
+    }
+    if (route_dsn(b->route, &snap, dsn, sizeof dsn) != 0) {
+        snprintf(err, err_size, "connection string too long");
+        goto fail;
+    }
     for (int i = 0; i < cfg->workers; i++) {
         worker *w = &b->workers[i];
         w->owner = b;
-        w->st = store_connect(b->dsn, why, sizeof why);
+        w->st = store_connect(dsn, why, sizeof why);
         if (!w->st) {
             snprintf(err, err_size, "cannot connect to database: %s", why);
             goto fail;
         }
+        w->route_generation = snap.generation;
+        store_set_fence(w->st, etcd ? snap.epoch : 0);
         w->lb = ledger_batch_create(b->batch_capacity);
         w->jobs = calloc(b->batch_capacity, sizeof *w->jobs);
         w->reqs = calloc(b->batch_capacity, sizeof *w->reqs);
@@ -536,11 +681,12 @@ batcher *batcher_start(const batcher_config *cfg, char *err, size_t err_size)
         }
     }
     if (cfg->expire_interval_ms > 0) {
-        b->expire_store = store_connect(b->dsn, why, sizeof why);
+        b->expire_store = store_connect(dsn, why, sizeof why);
         if (!b->expire_store) {
             snprintf(err, err_size, "cannot connect to database: %s", why);
             goto fail;
         }
+        b->expire_generation = snap.generation;
     }
     set_db_up(b, 1);
     for (int i = 0; i < cfg->workers; i++) {

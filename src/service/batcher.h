@@ -21,8 +21,17 @@
 
 typedef struct batcher batcher;
 
+struct route_source;
+
 typedef struct batcher_config {
-    const char *dsn;
+    const char *dsn;     /* used when route is NULL: a static route */
+    /* Where commits go (route.h), borrowed; must outlive the batcher.
+     * NULL: a static route to dsn, owned by the batcher. */
+    struct route_source *route;
+    /* etcd routes: longest a batch waits for a (new) writable leader
+     * before answering BATCHER_UNAVAILABLE; <= 0 means 15000. Static
+     * routes keep their 2 s reconnect budget. */
+    int failover_wait_ms;
     int workers;         /* commit threads (connections), 1..32 */
     int wait_us;         /* max wait to fill a commit, 0..LIMIT_COMMIT_WAIT_US_MAX */
     size_t events_max;   /* events per commit, 1..LIMIT_COMMIT_EVENTS_MAX */

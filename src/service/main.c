@@ -4,9 +4,11 @@
  *
  * Start: configuration file then flags (flags win) -> checks (pepper,
  * listen address, numeric ranges; a bad value exits 2 with what to
- * fix) -> the database must be at the schema version this binary embeds
- * (else exit 1 naming the migrate command) -> read pool, auth, batcher,
- * HTTP. SIGTERM/SIGINT are blocked in every thread and taken here with
+ * fix) -> the route to the database: static (dsn) or, with `etcd`, the
+ * cell's leader as etcd names it (route.h; start-up waits up to
+ * failover_wait_ms for one) -> the database must be at the schema
+ * version this binary embeds (else exit 1 naming the migrate command) ->
+ * read pool, auth, batcher, HTTP (all following the route). SIGTERM/SIGINT are blocked in every thread and taken here with
  * sigwait, so no handler runs in signal context. Stop: close the
  * listening socket, let requests in flight finish (bounded), close the
  * connections (joins their threads while the batcher still serves
@@ -33,6 +35,7 @@
 #include "service/batcher.h"
 #include "service/http.h"
 #include "service/reads.h"
+#include "service/route.h"
 
 #define EXIT_USAGE 2
 #define SHUTDOWN_WAIT_MS 10000
@@ -44,6 +47,7 @@ static const char *const known_keys[] = {
     "listen",         "dsn",          "workers",           "commit_wait_us",
     "commit_events_max", "read_pool_size", "max_connections", "api_key_pepper",
     "log_level",      "log_format",   "expire_interval_ms", "cell",
+    "etcd",           "failover_wait_ms",
     NULL,
 };
 
@@ -52,13 +56,19 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: meridiand [--config FILE] [--listen HOST:PORT] [--dsn DSN] [--workers N]\n"
             "                 [--commit-wait-us N] [--read-pool N] [--log-level L] [--log-json]\n"
+            "                 [--etcd URLS --cell NAME] [--failover-wait-ms N]\n"
             "                 [--pid-file F] [--help]\n"
             "\n"
             "The Meridian transaction service: the HTTP/JSON API of docs/API.md.\n"
             "\n"
             "  --config FILE       configuration file (key = value lines); flags override it\n"
             "  --listen HOST:PORT  address to serve on (default %s; port 0 = any free port)\n"
-            "  --dsn DSN           PostgreSQL connection string\n"
+            "  --dsn DSN           PostgreSQL connection string (with --etcd: all but host\n"
+            "                      and port, e.g. 'user=postgres dbname=meridian')\n"
+            "  --etcd URLS         comma-separated etcd endpoints: follow the cell's leader\n"
+            "  --cell NAME         the cell whose leader to follow (etcd key /meridian/NAME/)\n"
+            "  --failover-wait-ms N  longest a write waits for a leader before 503 (default\n"
+            "                      15000)\n"
             "  --workers N         commit threads/connections, 1..32 (default 4)\n"
             "  --commit-wait-us N  longest wait to fill a group commit, 0..%d (default %d)\n"
             "  --read-pool N       read connections, 1..64 (default 8)\n"
@@ -68,7 +78,7 @@ static void usage(FILE *f)
             "\n"
             "Configuration keys: listen, dsn, workers, commit_wait_us, commit_events_max,\n"
             "read_pool_size, max_connections, api_key_pepper (required), log_level,\n"
-            "log_format (logfmt|json), expire_interval_ms, cell.\n"
+            "log_format (logfmt|json), expire_interval_ms, cell, etcd, failover_wait_ms.\n"
             "Create a file with `meridianctl config init --out FILE`.\n",
             DEFAULT_LISTEN, LIMIT_COMMIT_WAIT_US_MAX, LIMIT_COMMIT_WAIT_US_DEFAULT);
 }
@@ -86,6 +96,9 @@ static const flag value_flags[] = {
     {"--commit-wait-us", "commit_wait_us"},
     {"--read-pool", "read_pool_size"},
     {"--log-level", "log_level"},
+    {"--etcd", "etcd"},
+    {"--cell", "cell"},
+    {"--failover-wait-ms", "failover_wait_ms"},
 };
 
 typedef struct options {
@@ -196,6 +209,8 @@ typedef struct settings {
     const char *dsn;
     long workers, commit_wait_us, commit_events_max, read_pool_size, max_connections;
     long expire_interval_ms;
+    long failover_wait_ms;
+    const char *etcd; /* NULL: static route to dsn */
     uint8_t pepper[APIKEY_PEPPER_SIZE];
     log_level level;
     bool log_json;
@@ -238,6 +253,7 @@ static int read_settings(const config *cfg, const options *o, settings *s)
         {"read_pool_size", 8, 1, 64, &s->read_pool_size},
         {"max_connections", 256, 1, LIMIT_HTTP_CONNECTIONS_MAX, &s->max_connections},
         {"expire_interval_ms", 1000, 0, 3600000, &s->expire_interval_ms},
+        {"failover_wait_ms", 15000, 100, 600000, &s->failover_wait_ms},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         if (config_get_int(cfg, ints[i].key, ints[i].def, ints[i].min, ints[i].max, ints[i].out,
@@ -273,6 +289,8 @@ static int read_settings(const config *cfg, const options *o, settings *s)
     s->log_json = o->log_json || (fmt != NULL && strcmp(fmt, "json") == 0);
     s->cell = config_get(cfg, "cell");
     if (s->cell == NULL || s->cell[0] == '\0') s->cell = "default";
+    s->etcd = config_get(cfg, "etcd");
+    if (s->etcd != NULL && s->etcd[0] == '\0') s->etcd = NULL;
     return 0;
 }
 
@@ -364,6 +382,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     int status = 1;
+    route_source *rt = NULL;
     reads *rd = NULL;
     auth *au = NULL;
     batcher *bt = NULL;
@@ -375,9 +394,29 @@ int main(int argc, char **argv)
         log_error("main", "cannot initialise libsodium");
         goto out;
     }
-    if (check_schema(s.dsn, o.config_path) != 0) goto out;
+    rt = s.etcd != NULL ? route_create_etcd(s.etcd, s.cell, s.dsn, err, sizeof err)
+                        : route_create_static(s.dsn, err, sizeof err);
+    if (rt == NULL) {
+        log_error("main", "cannot route to the database: %s", err);
+        goto out;
+    }
+    route_snapshot leader;
+    char leader_dsn[ROUTE_DSN_MAX];
+    if (route_wait_leader(rt, s.etcd != NULL ? (int)s.failover_wait_ms : 0, &leader) != 0) {
+        log_error("main", "cell %s has no leader in etcd (%s) after %ld ms", s.cell, s.etcd,
+                  s.failover_wait_ms);
+        goto out;
+    }
+    if (route_dsn(rt, &leader, leader_dsn, sizeof leader_dsn) != 0) {
+        log_error("main", "dsn too long");
+        goto out;
+    }
+    if (s.etcd != NULL)
+        log_info("main", "following cell %s: leader %s at %s:%d, epoch %lld", s.cell, leader.node,
+                 leader.host, leader.port, (long long)leader.epoch);
+    if (check_schema(leader_dsn, o.config_path) != 0) goto out;
 
-    rd = reads_create(s.dsn, (int)s.read_pool_size, READ_ACQUIRE_TIMEOUT_MS, err, sizeof err);
+    rd = reads_create_routed(rt, (int)s.read_pool_size, READ_ACQUIRE_TIMEOUT_MS, err, sizeof err);
     if (rd == NULL) {
         log_error("main", "read pool: %s", err);
         goto out;
@@ -389,6 +428,8 @@ int main(int argc, char **argv)
     }
     batcher_config bc = {
         .dsn = s.dsn,
+        .route = rt,
+        .failover_wait_ms = (int)s.failover_wait_ms,
         .workers = (int)s.workers,
         .wait_us = (int)s.commit_wait_us,
         .events_max = (size_t)s.commit_events_max,
@@ -400,7 +441,8 @@ int main(int argc, char **argv)
         log_error("main", "cannot start the batcher: %s", err);
         goto out;
     }
-    api_config ac = {.batcher = bt, .reads = rd, .auth = au, .schema_version = migrations_latest()};
+    api_config ac = {.batcher = bt, .reads = rd, .auth = au, .schema_version = migrations_latest(),
+                     .route = s.etcd != NULL ? rt : NULL};
     ap = api_create(&ac);
     if (ap == NULL) {
         log_error("main", "out of memory");
@@ -448,6 +490,7 @@ out:
     api_free(ap);
     auth_free(au);
     reads_free(rd);
+    route_free(rt);
     if (pid_written) unlink(o.pid_file);
     config_free(cfg);
     if (status == 0) log_info("main", "meridiand stopped");

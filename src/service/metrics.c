@@ -75,6 +75,9 @@ static struct {
     atomic_uint_fast64_t accounts[LEDGER_ACCOUNT_RESULT_COUNT];
     atomic_uint_fast64_t queue_depth;
     atomic_int db_up;
+    atomic_int_fast64_t route_epoch;
+    atomic_uint_fast64_t route_changes;
+    atomic_uint_fast64_t fenced_commits;
 } m;
 
 static void add(atomic_uint_fast64_t *c, uint64_t v)
@@ -164,6 +167,17 @@ void metrics_queue_depth_set(size_t depth)
 void metrics_db_up_set(int up)
 {
     atomic_store_explicit(&m.db_up, up ? 1 : 0, memory_order_relaxed);
+}
+
+void metrics_route_change(int64_t epoch)
+{
+    atomic_store_explicit(&m.route_epoch, epoch, memory_order_relaxed);
+    add(&m.route_changes, 1);
+}
+
+void metrics_fenced_commit(void)
+{
+    add(&m.fenced_commits, 1);
 }
 
 /* ---- Rendering: a bounded growable buffer. */
@@ -325,6 +339,19 @@ char *metrics_render(void)
                    "meridian_db_up %d\n",
                (unsigned long long)get(&m.queue_depth),
                atomic_load_explicit(&m.db_up, memory_order_relaxed));
+
+    out_printf(&o, "# HELP meridian_route_epoch Epoch (fencing token) of the leader writes go to; 0 without a leader or without etcd.\n"
+                   "# TYPE meridian_route_epoch gauge\n"
+                   "meridian_route_epoch %lld\n"
+                   "# HELP meridian_route_changes_total Changes of the cell's leader seen in etcd (new leader or none).\n"
+                   "# TYPE meridian_route_changes_total counter\n"
+                   "meridian_route_changes_total %llu\n"
+                   "# HELP meridian_fenced_commits_total Commit attempts refused because the node's epoch was not the route's.\n"
+                   "# TYPE meridian_fenced_commits_total counter\n"
+                   "meridian_fenced_commits_total %llu\n",
+               (long long)atomic_load_explicit(&m.route_epoch, memory_order_relaxed),
+               (unsigned long long)get(&m.route_changes),
+               (unsigned long long)get(&m.fenced_commits));
 
     if (o.failed) {
         free(o.data);

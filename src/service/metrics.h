@@ -9,6 +9,7 @@
 #define MERIDIAN_METRICS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ledger/ledger.h"
 
@@ -21,6 +22,11 @@ void metrics_transfer_results(const ledger_transfer_result *results, size_t coun
 void metrics_account_results(const ledger_account_result *results, size_t count);
 void metrics_queue_depth_set(size_t depth);
 void metrics_db_up_set(int up);
+/* The route to the cell's leader changed (see route.h): count it and set
+ * the meridian_route_epoch gauge to epoch (0 when there is no leader). */
+void metrics_route_change(int64_t epoch);
+/* A commit attempt was refused by the epoch check (STORE_FENCED). */
+void metrics_fenced_commit(void);
 
 /* Render everything. Returns a malloc'd NUL-terminated string the caller
  * frees, or NULL on allocation failure. */

@@ -10,6 +10,12 @@
  * and a connection found broken is reset and the statement retried once
  * (reads are idempotent). SQL errors on a healthy connection are logged
  * here once with their SQLSTATE; callers only map the status to HTTP.
+ *
+ * Reads are strong: the pool's connections go to the cell's current
+ * leader (route.h). Each slot remembers the route generation it was
+ * opened for and reconnects on its next use after the leader changed;
+ * while the cell has no leader a borrower waits for one (bounded by the
+ * acquire timeout) and then gets READS_UNAVAILABLE.
  */
 #include "service/reads.h"
 
@@ -26,6 +32,7 @@
 #include "common/log.h"
 #include "common/mrd_assert.h"
 #include "db/migrate.h"
+#include "service/route.h"
 
 #define READS_POOL_MAX 64
 #define READY_CACHE_NS 1000000000LL
@@ -33,10 +40,12 @@
 typedef struct slot {
     PGconn *conn;
     bool busy;
+    uint64_t generation; /* route the connection was opened for */
 } slot;
 
 struct reads {
-    char *dsn;
+    route_source *route;     /* borrowed, or own_route */
+    route_source *own_route; /* static route of reads_create */
     int size;
     int acquire_timeout_ms;
     pthread_mutex_t mu;
@@ -73,18 +82,21 @@ static const char *first_line(const char *msg, char *buf, size_t size)
     return buf;
 }
 
-reads *reads_create(const char *dsn, int pool_size, int acquire_timeout_ms, char *err,
-                    size_t err_size)
+reads *reads_create_routed(route_source *route, int pool_size, int acquire_timeout_ms,
+                           char *err, size_t err_size)
 {
+    mrd_assert(route != NULL);
     if (pool_size < 1 || pool_size > READS_POOL_MAX) {
         snprintf(err, err_size, "read_pool_size must be between 1 and %d, not %d",
                  READS_POOL_MAX, pool_size);
         return NULL;
     }
     reads *r = calloc(1, sizeof *r);
-    if (r == NULL) goto oom;
-    r->dsn = strdup(dsn);
-    if (r->dsn == NULL) goto oom;
+    if (r == NULL) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    r->route = route;
     r->size = pool_size;
     r->acquire_timeout_ms = acquire_timeout_ms > 0 ? acquire_timeout_ms : 5000;
     pthread_mutex_init(&r->mu, NULL);
@@ -95,22 +107,42 @@ reads *reads_create(const char *dsn, int pool_size, int acquire_timeout_ms, char
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&r->ready_mu, NULL);
 
+    route_snapshot snap;
+    char dsn[ROUTE_DSN_MAX], line[256];
+    if (route_wait_leader(route, route_is_etcd(route) ? r->acquire_timeout_ms : 0, &snap) < 0) {
+        snprintf(err, err_size, "no leader for cell %s", route_cell(route));
+        reads_free(r);
+        return NULL;
+    }
+    if (route_dsn(route, &snap, dsn, sizeof dsn) != 0) {
+        snprintf(err, err_size, "connection string too long");
+        reads_free(r);
+        return NULL;
+    }
     r->slots[0].conn = connect_db(dsn);
+    r->slots[0].generation = snap.generation;
     if (r->slots[0].conn == NULL || PQstatus(r->slots[0].conn) != CONNECTION_OK) {
-        char line[256];
-        snprintf(err, err_size, "cannot connect to the database: %s",
-                 first_line(r->slots[0].conn != NULL ? PQerrorMessage(r->slots[0].conn)
-                                                     : "out of memory",
-                            line, sizeof line));
+        first_line(r->slots[0].conn != NULL ? PQerrorMessage(r->slots[0].conn) : "out of memory",
+                   line, sizeof line);
+        snprintf(err, err_size, "cannot connect to the database: %s", line);
         reads_free(r);
         return NULL;
     }
     return r;
-oom:
-    snprintf(err, err_size, "out of memory");
-    if (r != NULL) free(r->dsn);
-    free(r);
-    return NULL;
+}
+
+reads *reads_create(const char *dsn, int pool_size, int acquire_timeout_ms, char *err,
+                    size_t err_size)
+{
+    route_source *route = route_create_static(dsn, err, err_size);
+    if (route == NULL) return NULL;
+    reads *r = reads_create_routed(route, pool_size, acquire_timeout_ms, err, err_size);
+    if (r == NULL) {
+        route_free(route);
+        return NULL;
+    }
+    r->own_route = route;
+    return r;
 }
 
 void reads_free(reads *r)
@@ -123,7 +155,7 @@ void reads_free(reads *r)
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->ready_mu);
-    free(r->dsn);
+    route_free(r->own_route);
     free(r);
 }
 
@@ -157,14 +189,29 @@ static slot *acquire(reads *r)
                  r->acquire_timeout_ms, r->size);
         return NULL;
     }
+    /* Follow the leader: a connection opened for an older route is
+     * dropped; without a leader, wait for one within the same bound. */
+    route_snapshot snap;
+    route_current(r->route, &snap);
+    if (!snap.has_leader) route_wait_leader(r->route, r->acquire_timeout_ms, &snap);
+    char dsn[ROUTE_DSN_MAX];
+    bool routable = snap.has_leader && route_dsn(r->route, &snap, dsn, sizeof dsn) == 0;
+    if (s->conn != NULL && (!routable || s->generation != snap.generation)) {
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
     if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
         if (s->conn != NULL) PQfinish(s->conn);
-        s->conn = connect_db(r->dsn);
+        s->conn = routable ? connect_db(dsn) : NULL;
+        s->generation = snap.generation;
         if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
             char line[256];
-            log_warn("reads", "cannot connect to the database: %s",
-                     first_line(s->conn != NULL ? PQerrorMessage(s->conn) : "out of memory",
-                                line, sizeof line));
+            if (!routable)
+                snprintf(line, sizeof line, "no leader for cell %s", route_cell(r->route));
+            else
+                first_line(s->conn != NULL ? PQerrorMessage(s->conn) : "out of memory", line,
+                           sizeof line);
+            log_warn("reads", "cannot connect to the database: %s", line);
             if (s->conn != NULL) PQfinish(s->conn);
             s->conn = NULL;
             pthread_mutex_lock(&r->mu);

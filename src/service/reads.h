@@ -40,6 +40,12 @@ typedef enum {
  * bounds the wait for a free connection. Returns NULL with a reason in err. */
 reads *reads_create(const char *dsn, int pool_size, int acquire_timeout_ms, char *err,
                     size_t err_size);
+
+/* Like reads_create, but the connections follow route (route.h,
+ * borrowed: it must outlive the pool) to the cell's current leader. */
+struct route_source;
+reads *reads_create_routed(struct route_source *route, int pool_size, int acquire_timeout_ms,
+                           char *err, size_t err_size);
 void reads_free(reads *r);
 
 /* ---- API keys. */
