@@ -10,7 +10,9 @@
 #
 # Usage:
 #   cell.sh up DIR [--name CELL] [--nodes N] [--meridiand M] [--build BUILD_DIR]
-#                  [--lease-ttl-s S] [--region R]
+#                  [--lease-ttl-s S] [--region R] [--netem]
+#                  --netem: each keeper reaches etcd through its own links of a
+#                  meridian-netem proxy, so one node can be cut off from etcd
 #   cell.sh down DIR
 #   cell.sh leader DIR                 print the leader's node name (empty: none)
 #   cell.sh wait-healthy DIR [SECONDS] wait for a leader with N-1 synchronous standbys
@@ -20,6 +22,8 @@
 #   cell.sh start-node DIR NODE        start the node's keeper again
 #   cell.sh pause-node DIR NODE        SIGSTOP keeper, postmaster and backends
 #   cell.sh resume-node DIR NODE       SIGCONT them
+#   cell.sh isolate DIR NODE           black-hole NODE's links to etcd (needs --netem)
+#   cell.sh heal DIR NODE              let NODE's etcd traffic pass again
 #   cell.sh psql DIR NODE [args...]    psql to NODE's ledger database
 #   cell.sh env DIR                    print DIR/env
 #
@@ -70,9 +74,29 @@ sql_node() {
   "$PSQL" -h 127.0.0.1 -p "$(pg_port "$node")" -U postgres -d meridian -XtAq "$@" 2>/dev/null
 }
 
+# The etcd endpoints a node's keeper uses: direct, or its netem links.
+keeper_etcd() {
+  local node=$1 v
+  v="$(upper "$node")_ETCD"
+  echo "${!v:-$ETCD_ENDPOINTS}"
+}
+
+netem_links() { # node -> JSON array of its link names
+  local node=$1 out="" j
+  for j in $(seq 1 3); do out="$out,\"$node-e$j\""; done
+  echo "[${out#,}]"
+}
+
+netem_mode() { # dir node mode
+  [ -n "${NETEM_CONTROL:-}" ] || die "this cell has no netem proxy: bring it up with --netem"
+  curl -sf -X POST "http://127.0.0.1:$NETEM_CONTROL/links" -H 'Content-Type: application/json' \
+    -d "{\"names\":$(netem_links "$2"),\"mode\":\"$3\"}" >/dev/null ||
+    die "netem did not accept mode $3 for $2 (control port $NETEM_CONTROL)"
+}
+
 start_keeper() {
   local dir=$1 node=$2 i=${2#n}
-  "$BUILD/meridian-keeper" --node "$node" --cell "$CELL" --etcd "$ETCD_ENDPOINTS" \
+  "$BUILD/meridian-keeper" --node "$node" --cell "$CELL" --etcd "$(keeper_etcd "$node")" \
     --dir "$dir/$node" --pg-port "$(pg_port "$node")" --zone "az$i" --region "$REGION" \
     --lease-ttl-s "$LEASE_TTL_S" --pid-file "$dir/$node.keeper.pid" \
     --metrics-listen "127.0.0.1:$(metrics_port "$node")" \
@@ -102,7 +126,7 @@ cmd=${1:-}; shift || true
 case "$cmd" in
 up)
   dir=$(realpath -m "${1:?usage: cell.sh up DIR [options]}"); shift
-  CELL=c1 NODES_N=3 MERIDIAND_N=1 BUILD="$root/build" LEASE_TTL_S=3 REGION=us-east
+  CELL=c1 NODES_N=3 MERIDIAND_N=1 BUILD="$root/build" LEASE_TTL_S=3 REGION=us-east NETEM=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --name) CELL=$2; shift 2 ;;
@@ -111,6 +135,7 @@ up)
       --build) BUILD=$(realpath "$2"); shift 2 ;;
       --lease-ttl-s) LEASE_TTL_S=$2; shift 2 ;;
       --region) REGION=$2; shift 2 ;;
+      --netem) NETEM=1; shift ;;
       *) die "unknown option $1 (see the usage at the top of $0)" ;;
     esac
   done
@@ -148,6 +173,31 @@ up)
     echo "CONFIG=$dir/meridiand.conf"
   } > "$dir/env"
   load_env "$dir"
+
+  if [ "$NETEM" = 1 ]; then
+    [ -x "$BUILD/meridian-netem" ] || die "$BUILD/meridian-netem missing: build first"
+    ctl_port=$(free_port)
+    args=()
+    IFS=, read -r -a eps <<< "$ETCD_ENDPOINTS"
+    for n in $NODES; do
+      list=""
+      for j in 1 2 3; do
+        lp=$(free_port)
+        tp=${eps[$((j - 1))]##*:}
+        args+=(--link "$n-e$j=$lp:$tp,delay_ms=0,jitter_ms=0")
+        list="$list,http://127.0.0.1:$lp"
+      done
+      echo "$(upper "$n")_ETCD=${list#,}" >> "$dir/env"
+    done
+    "$BUILD/meridian-netem" --control "127.0.0.1:$ctl_port" "${args[@]}" \
+      --pid-file "$dir/netem.pid" >"$dir/netem.out" 2>"$dir/netem.log" &
+    echo "$!" > "$dir/netem.pid.launch"
+    echo "NETEM_CONTROL=$ctl_port" >> "$dir/env"
+    for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$ctl_port/healthz" >/dev/null && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$ctl_port/healthz" >/dev/null || die "meridian-netem did not start (see $dir/netem.log)"
+    load_env "$dir"
+    log "keepers reach etcd through meridian-netem (control port $ctl_port)"
+  fi
 
   log "starting keepers: $NODES"
   for n in $NODES; do start_keeper "$dir" "$n"; done
@@ -206,6 +256,13 @@ down)
     fi
   done
   bash "$here/etcd.sh" stop "$dir/etcd" >/dev/null 2>&1 || true
+  if [ -f "$dir/netem.pid.launch" ]; then
+    p=$(pid_of "$dir/netem.pid.launch")
+    alive "$p" && kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 1 50); do alive "$p" || break; sleep 0.1; done
+    alive "$p" && kill -KILL "$p" 2>/dev/null || true
+    rm -f "$dir/netem.pid.launch"
+  fi
   log "cell $CELL down"
   ;;
 leader)
@@ -258,6 +315,12 @@ pause-node|resume-node)
   pids="$k $pm $( [ -n "$pm" ] && pgrep -P "$pm" | tr '\n' ' ' )"
   # shellcheck disable=SC2086
   kill -"$sig" $pids 2>/dev/null || true
+  ;;
+isolate|heal)
+  dir=$(realpath "${1:?}"); node=${2:?usage: cell.sh $cmd DIR NODE}
+  load_env "$dir"; pg_port "$node" >/dev/null
+  mode=blackhole; [ "$cmd" = heal ] && mode=pass
+  netem_mode "$dir" "$node" "$mode"
   ;;
 psql)
   dir=$(realpath "${1:?}"); node=${2:?usage: cell.sh psql DIR NODE [args]}; shift 2

@@ -6,6 +6,8 @@
 # postmaster), the old primary coming back (pg_rewind), SIGSTOP of the
 # primary's whole node for twice the lease TTL, then SIGCONT.
 #
+# The primary cut off from etcd (through meridian-netem) is the last fault.
+#
 # Asserts: exactly one writable primary at the end, standbys streaming
 # and synchronous, every acknowledged row present exactly once after each
 # failover, the epoch bumped by each promotion, writes back within the
@@ -36,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 
 cellsh() { bash "$src/scripts/cell.sh" "$1" "$cell" "${@:2}"; }
-if ! cellsh up --name itest --meridiand 0 --build "$bin" 2>"$lab/up.log"; then
+if ! cellsh up --name itest --meridiand 0 --netem --build "$bin" 2>"$lab/up.log"; then
   cat "$lab/up.log"
   not_ok "cell comes up (cell.sh up)"
   echo "$passed passed, $failed failed"
@@ -197,6 +199,26 @@ sleep 1
 cellsh start-node "$down"
 cellsh start-node "$P"
 check "both nodes come back: cell healthy" wait_healthy 2 90
+
+# ---- The primary cut off from etcd (its keeper's etcd links black-holed
+# in meridian-netem; its standbys still reach etcd and it): it must fence
+# itself before its lease can expire, and a standby takes over.
+I=$(leader_node)
+e_before=$(epoch)
+t0=$(date +%s.%N)
+cellsh isolate "$I"
+newl=
+for _ in $(seq 1 150); do l=$(leader_node); [ -n "$l" ] && [ "$l" != "$I" ] && newl=$l && break; sleep 0.1; done
+t_new=$(date +%s.%N)
+check "primary cut off from etcd: $newl leads after $(echo "$t_new - $t0" | bc | cut -c1-5) s" test -n "$newl"
+fence_line=$(grep -h "fencing PostgreSQL now" "$cell/$I.keeper.log" | tail -1 | sed -n 's/^ts=\([^ ]*\).*/\1/p')
+check "the isolated primary fenced itself (keeper log)" test -n "$fence_line"
+r=$(sql "$(num "$I")" "SELECT pg_is_in_recovery()")
+check "the isolated old primary is not writable (answer: '${r:-down}')" test "$r" != "f"
+check "epoch bumped after the isolation" test "$(epoch)" -gt "$e_before"
+check "every acknowledged row present after the isolation" acked_all_present
+cellsh heal "$I"
+check "healed: the old primary rejoins, cell healthy" wait_healthy 2 90
 
 kill "$workload_pid" 2>/dev/null
 wait "$workload_pid" 2>/dev/null
