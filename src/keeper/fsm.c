@@ -86,7 +86,8 @@ out:
 
 static bool g_bootstrap(const keeper_view *v)
 {
-    return v->etcd_ok && !v->cell_initialized && !v->pg_data_exists;
+    /* A DR standby never creates the cell: it lives in another region. */
+    return v->etcd_ok && !v->cell_initialized && !v->pg_data_exists && !v->self_is_dr;
 }
 
 static bool g_clone(const keeper_view *v)
@@ -168,6 +169,23 @@ static bool g_may_lead(const keeper_view *v)
             return false;
     }
     return keeper_may_promote(v, NULL);
+}
+
+/* Regional failover: the DR standby takes the cell when the operator
+ * asks for it, or — under the automatic policy — when the home region has
+ * been gone (no leader, no home member) for region_failover_after_ms and
+ * the DR standby was at most max_loss_ms behind when the leader was
+ * lost. Either way there is no leader: the home region's primary, cut
+ * off from the etcd majority, has fenced itself (rule 1). */
+static bool g_region_failover(const keeper_view *v)
+{
+    if (!v->self_is_dr || !v->etcd_ok || v->leader_present || !v->pg_running ||
+        !v->pg_in_recovery)
+        return false;
+    if (v->failover_to[0] != '\0')
+        return strcmp(v->failover_to, v->self) == 0;
+    return v->region_policy == KEEPER_REGION_FAILOVER_AUTOMATIC &&
+           v->home_lost_ms >= v->region_failover_after_ms && v->dr_lag_ms <= v->max_loss_ms;
 }
 
 static bool g_switchover_away(const keeper_view *v)
@@ -291,6 +309,10 @@ const keeper_transition keeper_fsm_table[] = {
     {KEEPER_STANDBY, KEEPER_PROMOTING,
      "leader lease lapsed and this node is the most advanced of the synchronous set",
      g_may_lead, KEEPER_ACT_ACQUIRE},
+    {KEEPER_STANDBY, KEEPER_PROMOTING,
+     "home region lost (or operator request) and the DR standby is within the loss bound: "
+     "regional failover",
+     g_region_failover, KEEPER_ACT_ACQUIRE},
     {KEEPER_STANDBY, KEEPER_STANDBY,
      "the leader changed: follow the new primary",
      g_leader_moved, KEEPER_ACT_FOLLOW},
@@ -301,6 +323,9 @@ const keeper_transition keeper_fsm_table[] = {
     {KEEPER_DETACHED, KEEPER_PROMOTING,
      "etcd back, no leader, and this node is the most advanced of the synchronous set",
      g_may_lead, KEEPER_ACT_ACQUIRE},
+    {KEEPER_DETACHED, KEEPER_PROMOTING,
+     "etcd back, home region lost (or operator request): regional failover",
+     g_region_failover, KEEPER_ACT_ACQUIRE},
     {KEEPER_DETACHED, KEEPER_STANDBY,
      "etcd reachable again: follow the leader",
      g_etcd_back_other_leads, KEEPER_ACT_FOLLOW},

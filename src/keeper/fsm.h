@@ -82,7 +82,15 @@ typedef struct keeper_member {
     uint64_t lag_bytes;   /* behind the leader's current LSN */
     bool fresh;           /* published after the leader key vanished (etcd
                            * revision order), so flush_lsn is final */
+    bool is_dr;           /* a cross-region disaster-recovery standby */
 } keeper_member;
+
+/* What a cell's policy allows across regions (DESIGN.md "Regions,
+ * failover and routing"). */
+typedef enum {
+    KEEPER_REGION_FAILOVER_MANUAL = 0,  /* only on an operator's request */
+    KEEPER_REGION_FAILOVER_AUTOMATIC,   /* after the home region is lost for a while */
+} keeper_region_policy;
 
 /* Everything a decision may depend on. Built by the keeper each loop
  * (or by a test). */
@@ -114,6 +122,15 @@ typedef struct keeper_view {
     bool pg_was_primary;      /* data dir was a primary on a timeline the leader left */
     uint32_t pg_timeline;
     uint64_t pg_flush_lsn;
+
+    /* cross-region disaster recovery (see fsm.c, "regional failover") */
+    bool self_is_dr;          /* this node is its cell's DR standby */
+    keeper_region_policy region_policy;
+    int64_t region_failover_after_ms; /* home region gone this long -> automatic */
+    int64_t max_loss_ms;      /* automatic only if the DR standby lagged at most this */
+    int64_t home_lost_ms;     /* how long no home-region member nor leader was seen */
+    int64_t dr_lag_ms;        /* DR: how far behind it was when the leader was lost */
+    char failover_to[KEEPER_NAME_MAX]; /* operator's regional failover request */
 
     /* tuning */
     int64_t etcd_lost_detach_ms; /* standby detaches after this long without etcd */

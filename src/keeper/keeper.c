@@ -69,6 +69,8 @@ typedef struct keeper {
     int64_t event_epoch, event_lost_ms, event_acquired_ms;
     const char *event_kind;
     uint64_t transitions, fences, promotions; /* for /metrics */
+    /* regional failover inputs (DR standby) */
+    int64_t home_seen_at_ms, leader_seen_at_ms, caught_up_at_ms;
 } keeper;
 
 static int64_t mono_ms(void)
@@ -102,6 +104,9 @@ void keeper_config_defaults(keeper_config *cfg)
     cfg->loop_ms = 500;
     cfg->fence_margin_ms = 1000;
     cfg->sync_lag_bytes_max = 16u * 1024u * 1024u;
+    cfg->region_policy = KEEPER_REGION_FAILOVER_MANUAL;
+    cfg->region_failover_after_s = 10;
+    cfg->max_loss_ms = 1000;
 }
 
 int keeper_config_check(const keeper_config *cfg, char *err, size_t err_size)
@@ -176,6 +181,8 @@ static int read_cell(keeper *k, keeper_view *v)
             v->epoch = strtoll(kv->value, NULL, 10);
         } else if (strcmp(name, "last_leader") == 0) {
             snprintf(v->last_leader, sizeof v->last_leader, "%s", kv->value);
+        } else if (strcmp(name, "failover") == 0 && j) {
+            snprintf(v->failover_to, sizeof v->failover_to, "%s", json_str(j, "to"));
         } else if (strcmp(name, "switchover") == 0 && j) {
             snprintf(v->switchover_to, sizeof v->switchover_to, "%s", json_str(j, "to"));
         } else if (strcmp(name, "initialized") == 0) {
@@ -193,6 +200,7 @@ static int read_cell(keeper *k, keeper_view *v)
             m->timeline = (uint32_t)json_integer_value(json_object_get(j, "timeline"));
             m->flush_lsn = strtoull(json_str(j, "flush_lsn"), NULL, 10);
             m->lag_bytes = strtoull(json_str(j, "lag_bytes"), NULL, 10);
+            m->is_dr = strcmp(json_str(j, "role"), "dr") == 0;
             m->fresh = kv->mod_revision; /* resolved below, once we know the leader */
         }
         json_decref(j);
@@ -254,8 +262,9 @@ static void publish_member(keeper *k, const pgctl_state *ps)
     snprintf(lag, sizeof lag, "%d", 0);
     bool streaming = ps->running && ps->in_recovery && k->leader.port > 0 &&
                      strstr(ps->upstream, "port=") != NULL;
-    json_t *j = json_pack("{s:s, s:s, s:b, s:b, s:b, s:b, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:I}",
-                          "node", k->cfg->node, "state", keeper_state_name(k->state),
+    json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:I}",
+                          "node", k->cfg->node, "role", k->cfg->dr ? "dr" : "candidate",
+                          "state", keeper_state_name(k->state),
                           "healthy", ps->running, "primary", ps->running && !ps->in_recovery,
                           "running", ps->running, "streaming", streaming,
                           "timeline", (int)ps->timeline, "flush_lsn", lsn, "lag_bytes", lag,
@@ -263,6 +272,11 @@ static void publish_member(keeper *k, const pgctl_state *ps)
                           "upstream", ps->upstream, "host", "127.0.0.1", "port", k->cfg->pg_port,
                           "why", k->last_why ? k->last_why : "",
                           "updated_ms", (json_int_t)wall_ms());
+    if (j != NULL && k->cfg->dr) {
+        int64_t dr_lag_ms = k->leader_seen_at_ms > k->caught_up_at_ms
+                                ? k->leader_seen_at_ms - k->caught_up_at_ms : 0;
+        json_object_set_new(j, "dr_lag_ms", json_integer(dr_lag_ms));
+    }
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (text != NULL) {
         key_of(k, key, "members/");
@@ -345,6 +359,7 @@ static int acquire(keeper *k, const keeper_view *v)
     k->event_epoch = epoch;
     k->event_kind = v->epoch == 0                              ? "bootstrap"
                     : strcmp(v->switchover_to, k->cfg->node) == 0 ? "switchover"
+                    : k->cfg->dr                                 ? "regional_failover"
                                                                : "failover";
     k->event_lost_ms = k->leader_lost_wall_ms;
     k->event_acquired_ms = wall_ms();
@@ -481,7 +496,19 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         rc = acquire(k, v);
         break;
     case KEEPER_ACT_PROMOTE:
-        initial_sync_names(k, v);
+        if (k->cfg->dr) {
+            /* Regional failover: nobody of this cell runs in this region,
+             * so commits cannot wait for a standby; they are asynchronous
+             * until the home region's nodes rejoin (then RENEW makes them
+             * synchronous again). Said loudly: this is the trade-off. */
+            keeper_names none;
+            memset(&none, 0, sizeof none);
+            set_sync_names(k, &none);
+            log_warn(COMP, "regional failover: %s is primary with asynchronous commits until "
+                           "home-region standbys rejoin", k->cfg->node);
+        } else {
+            initial_sync_names(k, v);
+        }
         rc = pgctl_promote(&k->pg, 30, err, sizeof err);
         if (rc == 0) {
             atomic_store(&k->writable, 1);
@@ -491,6 +518,11 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
                 char key[KEY_MAX];
                 key_of(k, key, "switchover");
                 etcd_delete(k->etcd, key); /* done: the request is consumed */
+            }
+            if (strcmp(v->failover_to, k->cfg->node) == 0) {
+                char key[KEY_MAX];
+                key_of(k, key, "failover");
+                etcd_delete(k->etcd, key);
             }
         }
         break;
@@ -646,6 +678,32 @@ static void loop_once(keeper *k)
     v.pg_timeline = ps.timeline;
     v.pg_flush_lsn = ps.flush_lsn;
     v.etcd_lost_detach_ms = (int64_t)k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms;
+
+    /* Regional failover inputs: when did we last see the home region
+     * (a leader, or any non-DR member), and how far behind the leader's
+     * published LSN is this node (frozen once the leader's key goes). */
+    if (v.etcd_ok) {
+        bool home = v.leader_present;
+        for (size_t i = 0; i < v.member_count; i++) {
+            const keeper_member *m = &v.members[i];
+            if (m->present && !m->is_dr)
+                home = true;
+            if (v.leader_present && strcmp(m->name, v.leader) == 0 && m->present) {
+                k->leader_seen_at_ms = v.now_ms;
+                if (ps.flush_lsn >= m->flush_lsn)
+                    k->caught_up_at_ms = v.now_ms;
+            }
+        }
+        if (home || k->home_seen_at_ms == 0)
+            k->home_seen_at_ms = v.now_ms;
+    }
+    v.self_is_dr = k->cfg->dr;
+    v.region_policy = k->cfg->region_policy;
+    v.region_failover_after_ms = (int64_t)k->cfg->region_failover_after_s * 1000;
+    v.max_loss_ms = k->cfg->max_loss_ms;
+    v.home_lost_ms = v.now_ms - k->home_seen_at_ms;
+    v.dr_lag_ms = k->leader_seen_at_ms > k->caught_up_at_ms
+                      ? k->leader_seen_at_ms - k->caught_up_at_ms : 0;
     if (ps.running && !ps.in_recovery)
         primary_replication_view(k, &v, &ps);
 

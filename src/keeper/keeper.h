@@ -33,6 +33,10 @@ typedef struct keeper_config {
     int fence_margin_ms;   /* fence this long before the lease can expire */
     uint64_t sync_lag_bytes_max; /* a standby further behind is not made synchronous */
     char metrics_listen[64];     /* "127.0.0.1:PORT" for /metrics, "" = off */
+    bool dr;                     /* this node is the cell's cross-region DR standby */
+    keeper_region_policy region_policy;  /* what the DR standby may do on its own */
+    int region_failover_after_s; /* home region gone this long -> automatic failover */
+    int max_loss_ms;             /* ... only if the DR standby lagged at most this */
 } keeper_config;
 
 /* Defaults: lease 3 s, loop 500 ms, margin 1 s, 16 MiB lag, database

@@ -35,7 +35,9 @@ static void usage(FILE *f)
             "                       [--zone Z] [--region R] [--database DB] [--lease-ttl-s S]\n"
             "                       [--loop-ms MS] [--fence-margin-ms MS] [--pg-bindir DIR]\n"
             "                       [--user USER] [--pid-file FILE] [--stop-pg-on-exit]\n"
-            "                       [--metrics-listen 127.0.0.1:PORT]\n"
+            "                       [--metrics-listen 127.0.0.1:PORT] [--role candidate|dr]\n"
+            "                       [--region-failover manual|automatic] [--region-failover-after-s S]\n"
+            "                       [--max-loss-ms MS]\n"
             "                       [--log-level debug|info|warn|error] [--log-json]\n"
             "       meridian-keeper --print-fsm\n");
 }
@@ -115,6 +117,17 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--database") == 0) rc = copy_arg(a, v, cfg.database, sizeof cfg.database);
         else if (strcmp(a, "--pid-file") == 0) pid_file = v;
         else if (strcmp(a, "--metrics-listen") == 0) rc = copy_arg(a, v, cfg.metrics_listen, sizeof cfg.metrics_listen);
+        else if (strcmp(a, "--role") == 0) {
+            if (strcmp(v, "dr") == 0) cfg.dr = true;
+            else if (strcmp(v, "candidate") == 0) cfg.dr = false;
+            else { fprintf(stderr, "meridian-keeper: --role wants candidate or dr, got '%s'\n", v); rc = -1; }
+        } else if (strcmp(a, "--region-failover") == 0) {
+            if (strcmp(v, "automatic") == 0) cfg.region_policy = KEEPER_REGION_FAILOVER_AUTOMATIC;
+            else if (strcmp(v, "manual") == 0) cfg.region_policy = KEEPER_REGION_FAILOVER_MANUAL;
+            else { fprintf(stderr, "meridian-keeper: --region-failover wants manual or automatic, got '%s'\n", v); rc = -1; }
+        }
+        else if (strcmp(a, "--region-failover-after-s") == 0) { rc = parse_int(a, v, 1, 3600, &n); cfg.region_failover_after_s = (int)n; }
+        else if (strcmp(a, "--max-loss-ms") == 0) { rc = parse_int(a, v, 0, 3600000, &n); cfg.max_loss_ms = (int)n; }
         else if (strcmp(a, "--pg-port") == 0) { rc = parse_int(a, v, 1, 65535, &n); cfg.pg_port = (int)n; }
         else if (strcmp(a, "--lease-ttl-s") == 0) { rc = parse_int(a, v, 2, 60, &n); cfg.lease_ttl_s = (int)n; }
         else if (strcmp(a, "--loop-ms") == 0) { rc = parse_int(a, v, 50, 10000, &n); cfg.loop_ms = (int)n; }

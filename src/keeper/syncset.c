@@ -53,7 +53,8 @@ void keeper_sync_desired(const keeper_view *v, uint64_t lag_bytes_max, keeper_na
     memset(out, 0, sizeof *out);
     for (size_t i = 0; i < v->member_count; i++) {
         const keeper_member *m = &v->members[i];
-        if (m->present && m->healthy && m->streaming && !m->is_primary &&
+        /* A DR standby is asynchronous by design (80 ms away). */
+        if (m->present && m->healthy && m->streaming && !m->is_primary && !m->is_dr &&
             m->lag_bytes <= lag_bytes_max)
             names_add(out, m->name);
     }

@@ -26,7 +26,7 @@
 #include "keeper/fsm.h"
 #include "keeper/syncset.h"
 
-#define NODES 3
+#define NODES_MAX 4
 #define TICK_MS 100
 #define TTL_MS 3000
 #define MARGIN_MS 1000
@@ -36,6 +36,9 @@ typedef struct fake_node {
     char name[KEEPER_NAME_MAX];
     bool keeper_alive; /* process exists */
     bool paused;       /* SIGSTOP of keeper and PostgreSQL */
+    bool is_dr;        /* cross-region DR standby (region "eu"; others "us") */
+    bool async_ok;     /* promoted by a regional failover: commits without a standby */
+    int64_t home_seen_at_ms, caught_up_at_ms, leader_seen_at_ms;
     bool etcd_reachable;
     keeper_state state;
     int64_t etcd_ok_at_ms;
@@ -65,7 +68,13 @@ typedef struct world {
     char last_leader[KEEPER_NAME_MAX];
     keeper_names syncset;
     char switchover_to[KEEPER_NAME_MAX];
-    fake_node nodes[NODES];
+    char failover_to[KEEPER_NAME_MAX];
+    keeper_region_policy policy;
+    bool partitioned; /* region us cut off from eu and the etcd majority */
+    int64_t leader_lost_ms;
+    uint64_t regional_loss; /* acknowledged LSNs a regional failover lost */
+    int count;
+    fake_node nodes[NODES_MAX];
     uint64_t acked_lsn_max, acked_count;
     int violations, promotions;
     char violation[256];
@@ -73,7 +82,7 @@ typedef struct world {
 
 static fake_node *node_by_name(world *w, const char *name)
 {
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < w->count; i++)
         if (strcmp(w->nodes[i].name, name) == 0)
             return &w->nodes[i];
     return NULL;
@@ -88,13 +97,16 @@ static void violate(world *w, const char *what)
 static void world_init(world *w)
 {
     memset(w, 0, sizeof *w);
-    static const char *names[NODES] = {"n1", "n2", "n3"};
-    for (int i = 0; i < NODES; i++) {
+    static const char *names[NODES_MAX] = {"n1", "n2", "n3", "dr1"};
+    w->count = 3;
+    w->policy = KEEPER_REGION_FAILOVER_MANUAL;
+    for (int i = 0; i < NODES_MAX; i++) {
         fake_node *n = &w->nodes[i];
         snprintf(n->name, sizeof n->name, "%s", names[i]);
         n->keeper_alive = true;
         n->etcd_reachable = true;
         n->state = KEEPER_INIT;
+        n->is_dr = i == 3;
     }
 }
 
@@ -110,10 +122,11 @@ static void build_view(world *w, fake_node *n, keeper_view *v)
         v->epoch = w->epoch;
         snprintf(v->last_leader, sizeof v->last_leader, "%s", w->last_leader);
         snprintf(v->switchover_to, sizeof v->switchover_to, "%s", w->switchover_to);
+        snprintf(v->failover_to, sizeof v->failover_to, "%s", w->failover_to);
         v->syncset_count = w->syncset.count;
         memcpy(v->syncset, w->syncset.names, sizeof v->syncset);
         fake_node *leader = w->leader_present ? node_by_name(w, w->leader) : NULL;
-        for (int i = 0; i < NODES; i++) {
+        for (int i = 0; i < w->count; i++) {
             fake_node *o = &w->nodes[i];
             if (o == n)
                 continue;
@@ -130,6 +143,19 @@ static void build_view(world *w, fake_node *n, keeper_view *v)
             m->lag_bytes = leader && leader->flush_lsn > o->pub_lsn
                                ? leader->flush_lsn - o->pub_lsn : 0;
             m->fresh = o->pub_rev > w->leader_deleted_rev;
+            m->is_dr = o->is_dr;
+            if (m->present && !o->is_dr)
+                n->home_seen_at_ms = w->now_ms;
+        }
+        if (w->leader_present)
+            n->home_seen_at_ms = w->now_ms;
+        /* The DR standby's lag as etcd shows it: the leader's published
+         * LSN against its own; frozen when the leader's key goes. */
+        if (n->is_dr && leader != NULL && leader != n && leader->published &&
+            w->now_ms - leader->pub_ms < TTL_MS) {
+            n->leader_seen_at_ms = w->now_ms;
+            if (n->flush_lsn >= leader->pub_lsn)
+                n->caught_up_at_ms = w->now_ms;
         }
         /* The keeper learns it lost the key when etcd names another. */
         if (!w->leader_present || strcmp(w->leader, n->name) != 0)
@@ -151,6 +177,13 @@ static void build_view(world *w, fake_node *n, keeper_view *v)
     v->pg_was_primary = n->was_primary;
     v->pg_flush_lsn = n->flush_lsn;
     v->etcd_lost_detach_ms = TTL_MS - MARGIN_MS;
+    v->self_is_dr = n->is_dr;
+    v->region_policy = w->policy;
+    v->region_failover_after_ms = 5000;
+    v->max_loss_ms = 1000;
+    v->home_lost_ms = w->now_ms - n->home_seen_at_ms;
+    v->dr_lag_ms = n->leader_seen_at_ms > n->caught_up_at_ms
+                       ? n->leader_seen_at_ms - n->caught_up_at_ms : 0;
 }
 
 static void take_lease(world *w, fake_node *n)
@@ -166,7 +199,11 @@ static void take_lease(world *w, fake_node *n)
 
 static void check_durable(world *w, fake_node *n)
 {
-    if (n->flush_lsn < w->acked_lsn_max)
+    if (n->flush_lsn >= w->acked_lsn_max)
+        return;
+    if (n->is_dr) /* a regional failover: loss allowed, measured */
+        w->regional_loss = w->acked_lsn_max - n->flush_lsn;
+    else
         violate(w, "promoted a node that lacks acknowledged commits");
 }
 
@@ -239,6 +276,10 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
                 snprintf(n->pg_names.names[n->pg_names.count++], KEEPER_NAME_MAX, "%s",
                          w->syncset.names[i]);
         n->names_changed_at_lsn = n->flush_lsn;
+        if (n->is_dr) { /* nobody in its region to wait for: asynchronous */
+            memset(&n->pg_names, 0, sizeof n->pg_names);
+            n->async_ok = true;
+        }
         w->promotions++;
         break;
     case KEEPER_ACT_RENEW:
@@ -253,6 +294,7 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
         if (n->running && !n->in_recovery)
             n->was_primary = true;
         n->running = false;
+        n->async_ok = false;
         break;
     case KEEPER_ACT_REWIND:
         if (leader == NULL || !leader->running)
@@ -260,12 +302,13 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
         n->flush_lsn = leader->flush_lsn; /* rewound, then caught up */
         n->running = n->in_recovery = true;
         n->was_primary = false;
+        n->async_ok = false;
         snprintf(n->upstream, sizeof n->upstream, "%s", leader->name);
         break;
     case KEEPER_ACT_HANDOVER:
         /* Clean stop: connected standbys receive all WAL, the member key
          * shows the final LSN, then the lease is revoked. */
-        for (int i = 0; i < NODES; i++) {
+        for (int i = 0; i < w->count; i++) {
             fake_node *s = &w->nodes[i];
             if (s != n && s->running && s->in_recovery && strcmp(s->upstream, n->name) == 0 &&
                 s->flush_lsn < n->flush_lsn)
@@ -291,7 +334,7 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
 static void workload(world *w)
 {
     int acked_by = 0;
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < w->count; i++) {
         fake_node *p = &w->nodes[i];
         if (p->paused || !p->running || p->in_recovery)
             continue;
@@ -303,6 +346,8 @@ static void workload(world *w)
                 strcmp(s->upstream, p->name) == 0)
                 acked = true;
         }
+        if (p->async_ok)
+            acked = true;
         if (!acked)
             continue;
         acked_by++;
@@ -317,14 +362,17 @@ static void workload(world *w)
     if (acked_by > 1)
         violate(w, "two nodes got commits acknowledged in the same tick");
     /* Streaming: standbys receive what their upstream has. */
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < w->count; i++) {
         fake_node *s = &w->nodes[i];
         fake_node *up = s->upstream[0] ? node_by_name(w, s->upstream) : NULL;
         if (s->paused || !s->running || !s->in_recovery || up == NULL || up->paused ||
             !up->running)
             continue;
+        if (w->partitioned && s->is_dr != up->is_dr)
+            continue; /* the WAN link is cut */
         if (up->flush_lsn > s->flush_lsn)
             s->flush_lsn = up->flush_lsn;
+
     }
 }
 
@@ -334,8 +382,9 @@ static void tick(world *w)
     if (w->leader_present && w->now_ms >= w->lease_expires_ms) {
         w->leader_present = false;
         w->leader_deleted_rev = ++w->rev;
+        w->leader_lost_ms = w->now_ms;
     }
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < w->count; i++) {
         fake_node *n = &w->nodes[i];
         if (!n->keeper_alive || n->paused)
             continue;
@@ -370,7 +419,7 @@ static void run_ticks(world *w, int count)
 static int count_state(world *w, keeper_state s)
 {
     int c = 0;
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < w->count; i++)
         if (w->nodes[i].keeper_alive && w->nodes[i].state == s)
             c++;
     return c;
@@ -378,7 +427,7 @@ static int count_state(world *w, keeper_state s)
 
 static fake_node *primary(world *w)
 {
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < w->count; i++)
         if (w->nodes[i].keeper_alive && w->nodes[i].state == KEEPER_PRIMARY)
             return &w->nodes[i];
     return NULL;
@@ -401,7 +450,7 @@ static void assert_healthy_cell(world *w)
     fake_node *p = primary(w);
     assert_non_null(p);
     assert_int_equal(count_state(w, KEEPER_PRIMARY), 1);
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < w->count; i++) {
         fake_node *n = &w->nodes[i];
         if (n == p || !n->keeper_alive)
             continue;
@@ -454,7 +503,7 @@ static void test_primary_node_loss_promotes_without_loss(void **state)
     assert_int_equal(w.violations, 0);
     assert_true(w.acked_count > acked_before);
     fake_node *p = primary(&w);
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < w.count; i++)
         if (&w.nodes[i] != p && w.nodes[i].keeper_alive)
             assert_string_equal(w.nodes[i].upstream, p->name);
 }
@@ -507,7 +556,7 @@ static void test_sync_standby_down_then_primary_dies(void **state)
     bootstrap(&w);
     fake_node *p = primary(&w);
     fake_node *a = NULL, *b = NULL;
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < w.count; i++)
         if (&w.nodes[i] != p)
             *(a == NULL ? &a : &b) = &w.nodes[i];
     b->keeper_alive = false;
@@ -537,7 +586,7 @@ static void test_no_promotion_when_set_member_missing(void **state)
     bootstrap(&w);
     fake_node *p = primary(&w);
     fake_node *a = NULL, *b = NULL;
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < w.count; i++)
         if (&w.nodes[i] != p)
             *(a == NULL ? &a : &b) = &w.nodes[i];
     /* Primary and one synchronous standby die together: the survivor
@@ -607,7 +656,7 @@ static void test_candidate_race_one_winner(void **state)
     /* Equal LSNs: the tie-break by name lets exactly one candidate go. */
     run_ticks(&w, TTL_MS / TICK_MS + 1);
     int may = 0;
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < w.count; i++) {
         fake_node *n = &w.nodes[i];
         if (n == p || n->state != KEEPER_STANDBY)
             continue;
@@ -618,7 +667,7 @@ static void test_candidate_race_one_winner(void **state)
     }
     assert_true(may <= 1);
     /* Force both to try at once: the etcd transaction admits one. */
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < w.count; i++) {
         fake_node *n = &w.nodes[i];
         if (n == p)
             continue;
@@ -673,6 +722,129 @@ static void test_switchover_to_unhealthy_target_is_ignored(void **state)
         fail_msg("%s", w.violation);
     assert_ptr_equal(primary(&w), old);
     assert_int_equal(w.epoch, 1);
+}
+
+/* ---- Cross-region: a 4th node, dr1, is the cell's DR standby in another
+ * region (asynchronous, never in the synchronous set). */
+
+static void bootstrap_with_dr(world *w, keeper_region_policy policy)
+{
+    world_init(w);
+    w->count = 4;
+    w->policy = policy;
+    run_ticks(w, 50);
+    if (w->violations)
+        fail_msg("%s", w->violation);
+}
+
+static void partition_home_region(world *w, bool cut)
+{
+    w->partitioned = cut;
+    for (int i = 0; i < w->count; i++)
+        if (!w->nodes[i].is_dr)
+            w->nodes[i].etcd_reachable = !cut; /* etcd majority is eu + witness */
+}
+
+static void test_dr_standby_is_async_and_never_elected_in_region(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap_with_dr(&w, KEEPER_REGION_FAILOVER_AUTOMATIC);
+    fake_node *dr = &w.nodes[3];
+    fake_node *p = primary(&w);
+    assert_false(p->is_dr);
+    assert_int_equal(dr->state, KEEPER_STANDBY);
+    assert_string_equal(dr->upstream, p->name);
+    for (size_t i = 0; i < w.syncset.count; i++)
+        assert_string_not_equal(w.syncset.names[i], "dr1");
+    /* Losing the primary node promotes an in-region standby, not dr1. */
+    p->keeper_alive = false;
+    p->running = false;
+    assert_true(ticks_until_new_primary(&w, p, 100) > 0);
+    assert_false(primary(&w)->is_dr);
+    run_ticks(&w, 20);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_string_equal(dr->upstream, primary(&w)->name);
+}
+
+static void test_regional_failover_automatic_then_heal_and_failback(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap_with_dr(&w, KEEPER_REGION_FAILOVER_AUTOMATIC);
+    fake_node *old = primary(&w);
+    fake_node *dr = &w.nodes[3];
+    partition_home_region(&w, true);
+    int ticks = ticks_until_new_primary(&w, old, 200);
+    assert_true(ticks > 0);
+    assert_ptr_equal(primary(&w), dr);
+    /* Not before the lease expired and the policy's wait passed. */
+    assert_true(ticks * TICK_MS >= TTL_MS + 5000);
+    if (w.violations) /* one writer, no ack without the lease */
+        fail_msg("%s", w.violation);
+    assert_false(old->running); /* fenced when it lost etcd */
+    /* What the home primary acknowledged (through its in-region standbys)
+     * between the cut and its fence never crossed the WAN: the loss is
+     * bounded by the fence deadline, TTL - margin after the last renewal,
+     * one commit per tick here. */
+    assert_true(w.regional_loss <= (TTL_MS - MARGIN_MS) / TICK_MS + 1);
+    uint64_t acked = w.acked_count;
+    run_ticks(&w, 10);
+    assert_true(w.acked_count > acked); /* the EU primary takes writes */
+    /* Heal: the home region's nodes rejoin as standbys of dr1. */
+    partition_home_region(&w, false);
+    run_ticks(&w, 60);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_ptr_equal(primary(&w), dr);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(w.nodes[i].state, KEEPER_STANDBY);
+        assert_string_equal(w.nodes[i].upstream, "dr1");
+    }
+    /* Failback: a planned switchover to a home-region node, zero loss. */
+    snprintf(w.switchover_to, sizeof w.switchover_to, "%s", "n1");
+    assert_true(ticks_until_new_primary(&w, dr, 60) > 0);
+    w.switchover_to[0] = '\0';
+    run_ticks(&w, 40);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_string_equal(primary(&w)->name, "n1");
+    assert_int_equal(dr->state, KEEPER_STANDBY);
+}
+
+static void test_regional_failover_manual_waits_for_the_operator(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap_with_dr(&w, KEEPER_REGION_FAILOVER_MANUAL);
+    fake_node *old = primary(&w);
+    partition_home_region(&w, true);
+    assert_int_equal(ticks_until_new_primary(&w, old, 200), -1); /* 20 s: nothing */
+    assert_int_equal(w.promotions, 0);
+    snprintf(w.failover_to, sizeof w.failover_to, "%s", "dr1");
+    assert_true(ticks_until_new_primary(&w, old, 20) > 0);
+    assert_string_equal(primary(&w)->name, "dr1");
+    if (w.violations)
+        fail_msg("%s", w.violation);
+}
+
+static void test_regional_failover_refused_beyond_loss_bound(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap_with_dr(&w, KEEPER_REGION_FAILOVER_AUTOMATIC);
+    fake_node *old = primary(&w);
+    fake_node *dr = &w.nodes[3];
+    /* The WAN link breaks first: dr1 falls behind while writes go on. */
+    w.partitioned = true;
+    run_ticks(&w, 30);
+    partition_home_region(&w, true);
+    assert_int_equal(ticks_until_new_primary(&w, old, 200), -1);
+    assert_int_equal(dr->state, KEEPER_STANDBY);
+    keeper_view v;
+    build_view(&w, dr, &v);
+    assert_true(v.dr_lag_ms > v.max_loss_ms);
 }
 
 static void test_syncset_plan_steps(void **state)
@@ -756,6 +928,10 @@ int main(void)
         cmocka_unit_test(test_candidate_race_one_winner),
         cmocka_unit_test(test_planned_switchover),
         cmocka_unit_test(test_switchover_to_unhealthy_target_is_ignored),
+        cmocka_unit_test(test_dr_standby_is_async_and_never_elected_in_region),
+        cmocka_unit_test(test_regional_failover_automatic_then_heal_and_failback),
+        cmocka_unit_test(test_regional_failover_manual_waits_for_the_operator),
+        cmocka_unit_test(test_regional_failover_refused_beyond_loss_bound),
         cmocka_unit_test(test_syncset_plan_steps),
         cmocka_unit_test(test_dot_names_every_state),
     };
