@@ -166,6 +166,16 @@ static void parse_kv(cli_cell *cell, const char *prefix, const etcd_kv *kv)
         cell->switchover_requested_at_ms = get_int(j, "requested_at_ms");
     } else if (strncmp(name, "members/", 8) == 0 && name[8] != '\0') {
         parse_member(cell, name + 8, j);
+    } else if (strncmp(name, "nodes/", 6) == 0 && name[6] != '\0') {
+        /* Registered by its keeper at start (no lease): a node whose
+         * keeper is gone still shows, as unreachable. */
+        cli_cell_member *m = member_slot(cell, name + 6);
+        if (m != NULL && !m->present) {
+            copy_str(m->zone, sizeof m->zone, j, "zone");
+            copy_str(m->region, sizeof m->region, j, "region");
+            copy_str(m->host, sizeof m->host, j, "host");
+            m->port = (int)get_int(j, "port");
+        }
     }
     json_decref(j);
 }
@@ -182,7 +192,8 @@ int cli_cell_read(etcd_client *c, const char *name, cli_cell *out)
     out->lease_ttl_s = -1;
 
     char prefix[KEY_BYTES], k_leader[KEY_BYTES], k_epoch[KEY_BYTES], k_last[KEY_BYTES],
-        k_init[KEY_BYTES], k_sync[KEY_BYTES], k_switch[KEY_BYTES], k_members[KEY_BYTES];
+        k_init[KEY_BYTES], k_sync[KEY_BYTES], k_switch[KEY_BYTES], k_members[KEY_BYTES],
+        k_nodes[KEY_BYTES];
     key_of(prefix, name, "");
     key_of(k_leader, name, "leader");
     key_of(k_epoch, name, "epoch");
@@ -191,7 +202,10 @@ int cli_cell_read(etcd_client *c, const char *name, cli_cell *out)
     key_of(k_sync, name, "syncset");
     key_of(k_switch, name, "switchover");
     key_of(k_members, name, "members/");
+    key_of(k_nodes, name, "nodes/");
     const etcd_op ops[] = {
+        /* the registry first, so live members' keys overwrite its fields */
+        {.kind = ETCD_OP_GET, .key = k_nodes, .prefix = true},
         {.kind = ETCD_OP_GET, .key = k_leader},  {.kind = ETCD_OP_GET, .key = k_epoch},
         {.kind = ETCD_OP_GET, .key = k_last},    {.kind = ETCD_OP_GET, .key = k_init},
         {.kind = ETCD_OP_GET, .key = k_sync},    {.kind = ETCD_OP_GET, .key = k_switch},

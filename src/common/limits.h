@@ -85,4 +85,37 @@ _Static_assert(LIMIT_ETCD_VALUE_BYTES_MAX * 2u < LIMIT_ETCD_RESPONSE_BYTES_MAX,
 _Static_assert(LIMIT_ETCD_WATCH_BACKOFF_MS_MIN <= LIMIT_ETCD_WATCH_BACKOFF_MS_MAX,
                "watch backoff bounds");
 
+/* Topology file (src/topology, docs/TOPOLOGY.md). Names are
+ * [a-z0-9][a-z0-9_-]* up to LIMIT_TOPOLOGY_NAME_MAX characters (a
+ * keeper's node, zone and region names fit its 32-byte fields);
+ * jurisdictions are [A-Z]{2,8}. Nodes per cell match the keeper's
+ * KEEPER_NODES_MAX (src/keeper/fsm.h). */
+#define LIMIT_TOPOLOGY_FILE_BYTES_MAX (256u * 1024u)
+#define LIMIT_TOPOLOGY_NAME_MAX 31
+#define LIMIT_TOPOLOGY_JURISDICTION_MAX 8
+#define LIMIT_TOPOLOGY_REGIONS_MAX 8
+#define LIMIT_TOPOLOGY_ZONES_MAX 8 /* per region */
+#define LIMIT_TOPOLOGY_ETCD_MEMBERS_MAX 7
+#define LIMIT_TOPOLOGY_CELLS_MAX 16
+#define LIMIT_TOPOLOGY_CELL_NODES_MAX 8
+#define LIMIT_TOPOLOGY_CELL_BACKUPS_MAX LIMIT_TOPOLOGY_REGIONS_MAX
+#define LIMIT_TOPOLOGY_CELL_CACHES_MAX LIMIT_TOPOLOGY_REGIONS_MAX
+#define LIMIT_TOPOLOGY_MERIDIAND_INSTANCES_MAX 16 /* per cell and region */
+#define LIMIT_TOPOLOGY_WAN_LINKS_MAX                                           \
+    (LIMIT_TOPOLOGY_REGIONS_MAX * (LIMIT_TOPOLOGY_REGIONS_MAX - 1) / 2)
+#define LIMIT_TOPOLOGY_WAN_DELAY_MS_DEFAULT 40
+#define LIMIT_TOPOLOGY_WAN_DELAY_MS_MAX 10000
+#define LIMIT_TOPOLOGY_FAILOVER_AFTER_S_MAX 3600
+#define LIMIT_TOPOLOGY_MAX_LOSS_S_MAX 3600
+/* Errors one validation reports before it stops collecting. */
+#define LIMIT_TOPOLOGY_ERRORS_MAX 32
+
+_Static_assert(LIMIT_TOPOLOGY_WAN_DELAY_MS_DEFAULT <= LIMIT_TOPOLOGY_WAN_DELAY_MS_MAX,
+               "default WAN delay within bounds");
+_Static_assert(LIMIT_TOPOLOGY_ETCD_MEMBERS_MAX % 2 == 1,
+               "etcd membership is odd; the maximum must be reachable");
+_Static_assert(LIMIT_TOPOLOGY_CELL_NODES_MAX >= 3 + 1,
+               "a cell holds 3 primary candidates and a DR standby");
+_Static_assert(LIMIT_TOPOLOGY_NAME_MAX < 32, "names fit the keeper's 32-byte fields");
+
 #endif

@@ -71,6 +71,7 @@ typedef struct keeper {
     uint64_t transitions, fences, promotions; /* for /metrics */
     /* regional failover inputs (DR standby) */
     int64_t home_seen_at_ms, leader_seen_at_ms, caught_up_at_ms;
+    uint64_t leader_flush_lsn; /* as the leader last published it */
 } keeper;
 
 static int64_t mono_ms(void)
@@ -159,8 +160,23 @@ static const char *json_str(json_t *o, const char *key)
  * when etcd could not be read. */
 static int read_cell(keeper *k, keeper_view *v)
 {
-    etcd_op op = {.kind = ETCD_OP_GET, .key = k->prefix, .prefix = true};
-    etcd_txn txn = {.success = &op, .success_count = 1};
+    /* One transaction, one revision: the small keys one by one and the
+     * members by prefix (not the whole cell prefix: history/ grows with
+     * every failover and is not needed to decide). */
+    static const char *const singles[] = {"leader",   "epoch",      "last_leader",
+                                          "initialized", "syncset", "switchover",
+                                          "failover"};
+    enum { SINGLES = sizeof singles / sizeof singles[0] };
+    char keys[SINGLES + 1][KEY_MAX];
+    etcd_op ops[SINGLES + 1];
+    memset(ops, 0, sizeof ops);
+    for (size_t i = 0; i < SINGLES; i++) {
+        key_of(k, keys[i], singles[i]);
+        ops[i] = (etcd_op){.kind = ETCD_OP_GET, .key = keys[i]};
+    }
+    key_of(k, keys[SINGLES], "members/");
+    ops[SINGLES] = (etcd_op){.kind = ETCD_OP_GET, .key = keys[SINGLES], .prefix = true};
+    etcd_txn txn = {.success = ops, .success_count = SINGLES + 1};
     etcd_txn_result res;
     if (etcd_txn_run(k->etcd, &txn, &res) != ETCD_OK)
         return -1;
@@ -259,7 +275,12 @@ static void publish_member(keeper *k, const pgctl_state *ps)
         }
     }
     snprintf(lsn, sizeof lsn, "%" PRIu64, ps->flush_lsn);
-    snprintf(lag, sizeof lag, "%d", 0);
+    /* A standby's lag: the leader's last published flush LSN minus ours
+     * (0 for the leader itself, or when the leader is unknown). */
+    uint64_t lag_bytes = 0;
+    if (ps->in_recovery && k->leader_flush_lsn > ps->flush_lsn)
+        lag_bytes = k->leader_flush_lsn - ps->flush_lsn;
+    snprintf(lag, sizeof lag, "%" PRIu64, lag_bytes);
     bool streaming = ps->running && ps->in_recovery && k->leader.port > 0 &&
                      strstr(ps->upstream, "port=") != NULL;
     json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:I}",
@@ -625,6 +646,25 @@ static void primary_replication_view(keeper *k, keeper_view *v, const pgctl_stat
     PQfinish(c);
 }
 
+/* nodes/<node>: the cell's registry of its nodes, without a lease, so
+ * `meridianctl status` can show a node whose keeper is down. Best effort:
+ * the keeper works without it. */
+static void register_node(keeper *k)
+{
+    char key[KEY_MAX];
+    key_of(k, key, "nodes/");
+    strncat(key, k->cfg->node, KEY_MAX - strlen(key) - 1);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "node", k->cfg->node, "role",
+                          k->cfg->dr ? "dr" : "candidate", "zone", k->cfg->zone, "region",
+                          k->cfg->region, "host", "127.0.0.1", "port", k->cfg->pg_port);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (text != NULL && etcd_put(k->etcd, key, text, strlen(text), 0, NULL) != ETCD_OK)
+        log_warn(COMP, "cannot register node in etcd (%s); will show only while alive",
+                 etcd_client_last_error(k->etcd));
+    free(text);
+    json_decref(j);
+}
+
 static void *fence_thread(void *arg)
 {
     keeper *k = arg;
@@ -689,6 +729,7 @@ static void loop_once(keeper *k)
             if (m->present && !m->is_dr)
                 home = true;
             if (v.leader_present && strcmp(m->name, v.leader) == 0 && m->present) {
+                k->leader_flush_lsn = m->flush_lsn;
                 k->leader_seen_at_ms = v.now_ms;
                 if (ps.flush_lsn >= m->flush_lsn)
                     k->caught_up_at_ms = v.now_ms;
@@ -768,6 +809,7 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     }
     log_info(COMP, "keeper %s of cell %s started (PostgreSQL port %d, dir %s)", cfg->node,
              cfg->cell, cfg->pg_port, cfg->basedir);
+    register_node(&k);
     while (!*stop) {
         int64_t start = mono_ms();
         loop_once(&k);
