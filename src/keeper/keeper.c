@@ -102,7 +102,7 @@ void keeper_config_defaults(keeper_config *cfg)
     snprintf(cfg->run_as_user, sizeof cfg->run_as_user, "postgres");
     snprintf(cfg->database, sizeof cfg->database, "meridian");
     cfg->lease_ttl_s = 3;
-    cfg->loop_ms = 500;
+    cfg->loop_ms = 250;
     cfg->fence_margin_ms = 1000;
     cfg->sync_lag_bytes_max = 16u * 1024u * 1024u;
     cfg->region_policy = KEEPER_REGION_FAILOVER_MANUAL;
@@ -682,8 +682,13 @@ static void *fence_thread(void *arg)
     return NULL;
 }
 
-static void loop_once(keeper *k)
+/* One observe-decide-act round. Returns true when the next round should
+ * run at once rather than after loop_ms: having just taken the leader key,
+ * the node promotes in the next round, and every millisecond there is
+ * write downtime. */
+static bool loop_once(keeper *k)
 {
+    bool again = false;
     keeper_view v;
     memset(&v, 0, sizeof v);
     int64_t now = mono_ms();
@@ -761,8 +766,11 @@ static void loop_once(keeper *k)
             k->fences++;
         if (t->action == KEEPER_ACT_PROMOTE)
             k->promotions++;
-        if (do_action(k, t->action, &v) != 0 && t->action == KEEPER_ACT_INITDB_AND_LEAD)
+        int arc = do_action(k, t->action, &v);
+        if (arc != 0 && t->action == KEEPER_ACT_INITDB_AND_LEAD)
             k->state = from; /* lost the bootstrap claim: decide again */
+        if (arc == 0 && t->action == KEEPER_ACT_ACQUIRE && k->holds_lease)
+            again = true;
     } else if (k->state == KEEPER_PRIMARY && v.etcd_ok) {
         do_action(k, KEEPER_ACT_RENEW, &v);
     }
@@ -783,6 +791,7 @@ static void loop_once(keeper *k)
         .promotions = k->promotions, .sync_standbys = k->pg_names.count,
     };
     kmetrics_publish(&snap);
+    return again;
 }
 
 int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
@@ -810,9 +819,13 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     log_info(COMP, "keeper %s of cell %s started (PostgreSQL port %d, dir %s)", cfg->node,
              cfg->cell, cfg->pg_port, cfg->basedir);
     register_node(&k);
+    int immediate = 0;
     while (!*stop) {
         int64_t start = mono_ms();
-        loop_once(&k);
+        bool again = loop_once(&k);
+        if (again && immediate++ < 2) /* bounded: at most two rounds back to back */
+            continue;
+        immediate = 0;
         int64_t left = cfg->loop_ms - (mono_ms() - start);
         while (left > 0 && !*stop) {
             usleep((useconds_t)(left > 50 ? 50 : left) * 1000);
