@@ -193,6 +193,19 @@ static int read_cell(keeper *k, keeper_view *v)
             snprintf(v->leader, sizeof v->leader, "%s", json_str(j, "node"));
             snprintf(k->leader.host, sizeof k->leader.host, "%s", json_str(j, "host"));
             k->leader.port = (int)json_integer_value(json_object_get(j, "port"));
+            /* A leader in another region: reach it by the address it
+             * advertises for ours (replication crosses the WAN link). */
+            const char *a = json_string_value(
+                json_object_get(json_object_get(j, "addrs"), k->cfg->region));
+            const char *colon = a != NULL ? strrchr(a, ':') : NULL;
+            if (colon != NULL && colon > a && (size_t)(colon - a) < sizeof k->leader.host) {
+                int p = atoi(colon + 1);
+                if (p > 0 && p <= 65535) {
+                    memcpy(k->leader.host, a, (size_t)(colon - a));
+                    k->leader.host[colon - a] = '\0';
+                    k->leader.port = p;
+                }
+            }
         } else if (strcmp(name, "epoch") == 0) {
             v->epoch = strtoll(kv->value, NULL, 10);
         } else if (strcmp(name, "last_leader") == 0) {
@@ -246,6 +259,17 @@ static int read_cell(keeper *k, keeper_view *v)
     return 0;
 }
 
+/* {"region": "host:port", ...} of cfg->advertise, or NULL when none. */
+static json_t *advertised_addrs(const keeper_config *cfg)
+{
+    if (cfg->advertise_count == 0)
+        return NULL;
+    json_t *o = json_object();
+    for (size_t i = 0; i < cfg->advertise_count && o != NULL; i++)
+        json_object_set_new(o, cfg->advertise[i].region, json_string(cfg->advertise[i].addr));
+    return o;
+}
+
 /* ---- Leases. */
 
 static void renew_leader_lease(keeper *k)
@@ -293,6 +317,11 @@ static void publish_member(keeper *k, const pgctl_state *ps)
                           "upstream", ps->upstream, "host", "127.0.0.1", "port", k->cfg->pg_port,
                           "why", k->last_why ? k->last_why : "",
                           "updated_ms", (json_int_t)wall_ms());
+    json_t *addrs = advertised_addrs(k->cfg);
+    if (j != NULL && addrs != NULL)
+        json_object_set_new(j, "addrs", addrs);
+    else
+        json_decref(addrs);
     if (j != NULL && k->cfg->dr) {
         int64_t dr_lag_ms = k->leader_seen_at_ms > k->caught_up_at_ms
                                 ? k->leader_seen_at_ms - k->caught_up_at_ms : 0;
@@ -346,8 +375,14 @@ static int acquire(keeper *k, const keeper_view *v)
     key_of(k, kll, "last_leader");
     int64_t epoch = v->epoch + 1;
     snprintf(epoch_text, sizeof epoch_text, "%" PRId64, epoch);
-    json_t *j = json_pack("{s:s, s:I, s:s, s:i}", "node", k->cfg->node, "epoch",
-                          (json_int_t)epoch, "host", "127.0.0.1", "port", k->cfg->pg_port);
+    json_t *j = json_pack("{s:s, s:I, s:s, s:i, s:s}", "node", k->cfg->node, "epoch",
+                          (json_int_t)epoch, "host", "127.0.0.1", "port", k->cfg->pg_port,
+                          "region", k->cfg->region);
+    json_t *addrs = advertised_addrs(k->cfg);
+    if (j != NULL && addrs != NULL)
+        json_object_set_new(j, "addrs", addrs);
+    else
+        json_decref(addrs);
     char *leader_text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (leader_text == NULL)

@@ -37,6 +37,13 @@ typedef struct keeper_config {
     keeper_region_policy region_policy;  /* what the DR standby may do on its own */
     int region_failover_after_s; /* home region gone this long -> automatic failover */
     int max_loss_ms;             /* ... only if the DR standby lagged at most this */
+    /* Addresses by which other regions reach this node's PostgreSQL (in
+     * the lab: WAN-emulator links); published as "addrs" {region: "h:p"}. */
+    size_t advertise_count;
+    struct {
+        char region[KEEPER_NAME_MAX];
+        char addr[80]; /* host:port */
+    } advertise[KEEPER_NODES_MAX];
 } keeper_config;
 
 /* Defaults: lease 3 s, loop 500 ms, margin 1 s, 16 MiB lag, database

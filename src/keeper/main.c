@@ -37,7 +37,7 @@ static void usage(FILE *f)
             "                       [--user USER] [--pid-file FILE] [--stop-pg-on-exit]\n"
             "                       [--metrics-listen 127.0.0.1:PORT] [--role candidate|dr]\n"
             "                       [--region-failover manual|automatic] [--region-failover-after-s S]\n"
-            "                       [--max-loss-ms MS]\n"
+            "                       [--max-loss-ms MS] [--advertise REGION=HOST:PORT ...]\n"
             "                       [--log-level debug|info|warn|error] [--log-json]\n"
             "       meridian-keeper --print-fsm\n");
 }
@@ -128,6 +128,22 @@ int main(int argc, char **argv)
         }
         else if (strcmp(a, "--region-failover-after-s") == 0) { rc = parse_int(a, v, 1, 3600, &n); cfg.region_failover_after_s = (int)n; }
         else if (strcmp(a, "--max-loss-ms") == 0) { rc = parse_int(a, v, 0, 3600000, &n); cfg.max_loss_ms = (int)n; }
+        else if (strcmp(a, "--advertise") == 0) {
+            const char *eq = strchr(v, '=');
+            const char *colon = eq ? strrchr(eq, ':') : NULL;
+            if (cfg.advertise_count >= KEEPER_NODES_MAX || eq == NULL || eq == v || colon == NULL ||
+                (size_t)(eq - v) >= sizeof cfg.advertise[0].region ||
+                strlen(eq + 1) >= sizeof cfg.advertise[0].addr || atoi(colon + 1) <= 0) {
+                fprintf(stderr, "meridian-keeper: --advertise wants REGION=HOST:PORT (at most %d), got '%s'\n",
+                        KEEPER_NODES_MAX, v);
+                rc = -1;
+            } else {
+                memcpy(cfg.advertise[cfg.advertise_count].region, v, (size_t)(eq - v));
+                cfg.advertise[cfg.advertise_count].region[eq - v] = '\0';
+                snprintf(cfg.advertise[cfg.advertise_count].addr, sizeof cfg.advertise[0].addr, "%s", eq + 1);
+                cfg.advertise_count++;
+            }
+        }
         else if (strcmp(a, "--pg-port") == 0) { rc = parse_int(a, v, 1, 65535, &n); cfg.pg_port = (int)n; }
         else if (strcmp(a, "--lease-ttl-s") == 0) { rc = parse_int(a, v, 2, 60, &n); cfg.lease_ttl_s = (int)n; }
         else if (strcmp(a, "--loop-ms") == 0) { rc = parse_int(a, v, 50, 10000, &n); cfg.loop_ms = (int)n; }

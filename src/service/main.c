@@ -47,7 +47,7 @@ static const char *const known_keys[] = {
     "listen",         "dsn",          "workers",           "commit_wait_us",
     "commit_events_max", "read_pool_size", "max_connections", "api_key_pepper",
     "log_level",      "log_format",   "expire_interval_ms", "cell",
-    "etcd",           "failover_wait_ms",
+    "etcd",           "failover_wait_ms", "region",
     NULL,
 };
 
@@ -56,7 +56,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: meridiand [--config FILE] [--listen HOST:PORT] [--dsn DSN] [--workers N]\n"
             "                 [--commit-wait-us N] [--read-pool N] [--log-level L] [--log-json]\n"
-            "                 [--etcd URLS --cell NAME] [--failover-wait-ms N]\n"
+            "                 [--etcd URLS --cell NAME] [--region R] [--failover-wait-ms N]\n"
             "                 [--pid-file F] [--help]\n"
             "\n"
             "The Meridian transaction service: the HTTP/JSON API of docs/API.md.\n"
@@ -67,6 +67,8 @@ static void usage(FILE *f)
             "                      and port, e.g. 'user=postgres dbname=meridian')\n"
             "  --etcd URLS         comma-separated etcd endpoints: follow the cell's leader\n"
             "  --cell NAME         the cell whose leader to follow (etcd key /meridian/NAME/)\n"
+            "  --region R          the region this process runs in: a leader elsewhere is\n"
+            "                      reached through the address it advertises for R\n"
             "  --failover-wait-ms N  longest a write waits for a leader before 503 (default\n"
             "                      15000)\n"
             "  --workers N         commit threads/connections, 1..32 (default 4)\n"
@@ -99,6 +101,7 @@ static const flag value_flags[] = {
     {"--etcd", "etcd"},
     {"--cell", "cell"},
     {"--failover-wait-ms", "failover_wait_ms"},
+    {"--region", "region"},
 };
 
 typedef struct options {
@@ -215,6 +218,7 @@ typedef struct settings {
     log_level level;
     bool log_json;
     const char *cell;
+    const char *region; /* where this process runs: picks the leader's address */
 } settings;
 
 /* Read and check every setting. Returns 0, or -1 after printing what is
@@ -289,6 +293,7 @@ static int read_settings(const config *cfg, const options *o, settings *s)
     s->log_json = o->log_json || (fmt != NULL && strcmp(fmt, "json") == 0);
     s->cell = config_get(cfg, "cell");
     if (s->cell == NULL || s->cell[0] == '\0') s->cell = "default";
+    s->region = config_get(cfg, "region");
     s->etcd = config_get(cfg, "etcd");
     if (s->etcd != NULL && s->etcd[0] == '\0') s->etcd = NULL;
     return 0;
@@ -394,7 +399,7 @@ int main(int argc, char **argv)
         log_error("main", "cannot initialise libsodium");
         goto out;
     }
-    rt = s.etcd != NULL ? route_create_etcd(s.etcd, s.cell, s.dsn, err, sizeof err)
+    rt = s.etcd != NULL ? route_create_etcd_in(s.etcd, s.cell, s.region, s.dsn, err, sizeof err)
                         : route_create_static(s.dsn, err, sizeof err);
     if (rt == NULL) {
         log_error("main", "cannot route to the database: %s", err);

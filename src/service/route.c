@@ -49,6 +49,7 @@ struct route_source {
     bool etcd;
     char *dsn;
     char cell[ROUTE_CELL_MAX];
+    char region[ROUTE_CELL_MAX]; /* this process's region ("" = any): picks the leader's address */
     char key[ROUTE_CELL_MAX + 32];
     char *endpoints;
 
@@ -97,6 +98,29 @@ static bool plain_text(const char *s, size_t max)
 
 int route_parse_leader(const char *json, size_t len, route_snapshot *out)
 {
+    return route_parse_leader_in(json, len, NULL, out);
+}
+
+/* "host:port" -> parts. Returns 0 or -1. */
+static int split_addr(const char *addr, char *host, size_t host_size, int *port)
+{
+    const char *colon = addr != NULL ? strrchr(addr, ':') : NULL;
+    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= host_size)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno != 0 || end == colon + 1 || *end != '\0' || p < 1 || p > 65535)
+        return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+int route_parse_leader_in(const char *json, size_t len, const char *region,
+                          route_snapshot *out)
+{
     mrd_assert(out != NULL);
     if (json == NULL || len == 0 || len > ROUTE_VALUE_BYTES_MAX) return -1;
     json_t *j = json_loadb(json, len, 0, NULL);
@@ -130,6 +154,17 @@ int route_parse_leader(const char *json, size_t len, route_snapshot *out)
     snprintf(out->host, sizeof out->host, "%s", h);
     out->port = (int)p;
     out->epoch = e;
+    /* A leader in another region may advertise the address by which this
+     * region reaches it (in the lab: a WAN-emulator link). */
+    if (region != NULL && region[0] != '\0') {
+        const char *a = json_string_value(json_object_get(json_object_get(j, "addrs"), region));
+        char ah[ROUTE_HOST_MAX];
+        int ap = 0;
+        if (a != NULL && split_addr(a, ah, sizeof ah, &ap) == 0 && plain_text(ah, ROUTE_HOST_MAX - 1)) {
+            snprintf(out->host, sizeof out->host, "%s", ah);
+            out->port = ap;
+        }
+    }
     rc = 0;
 out:
     json_decref(j);
@@ -143,7 +178,7 @@ static void apply(route_source *r, const char *value, size_t value_len, int64_t 
 {
     route_snapshot next;
     memset(&next, 0, sizeof next);
-    if (value != NULL && route_parse_leader(value, value_len, &next) != 0) {
+    if (value != NULL && route_parse_leader_in(value, value_len, r->region, &next) != 0) {
         log_error(COMP, "cell %s: ignoring malformed leader key (%s, revision %" PRId64
                         "): %.*s",
                   r->cell, source, rev, (int)(value_len > 200 ? 200 : value_len), value);
@@ -278,7 +313,19 @@ route_source *route_create_static(const char *dsn, char *err, size_t err_size)
 route_source *route_create_etcd(const char *endpoints_csv, const char *cell, const char *dsn,
                                 char *err, size_t err_size)
 {
+    return route_create_etcd_in(endpoints_csv, cell, NULL, dsn, err, err_size);
+}
+
+route_source *route_create_etcd_in(const char *endpoints_csv, const char *cell,
+                                   const char *region, const char *dsn, char *err,
+                                   size_t err_size)
+{
     mrd_assert(err != NULL && err_size > 0);
+    if (region != NULL && region[0] != '\0' && !plain_text(region, ROUTE_CELL_MAX - 1)) {
+        snprintf(err, err_size, "region name \"%s\" must be 1..%d letters, digits, '.', '-', '_'",
+                 region, ROUTE_CELL_MAX - 1);
+        return NULL;
+    }
     if (endpoints_csv == NULL || endpoints_csv[0] == '\0') {
         snprintf(err, err_size, "no etcd endpoints");
         return NULL;
@@ -299,6 +346,7 @@ route_source *route_create_etcd(const char *endpoints_csv, const char *cell, con
     if (r == NULL) return NULL;
     r->etcd = true;
     snprintf(r->cell, sizeof r->cell, "%s", cell);
+    snprintf(r->region, sizeof r->region, "%s", region != NULL ? region : "");
     snprintf(r->key, sizeof r->key, "/meridian/%s/leader", cell);
     r->cur.generation = 1; /* no leader until etcd names one */
     r->endpoints = strdup(endpoints_csv);

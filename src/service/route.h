@@ -56,6 +56,13 @@ route_source *route_create_static(const char *dsn, char *err, size_t err_size);
 route_source *route_create_etcd(const char *endpoints_csv, const char *cell, const char *dsn,
                                 char *err, size_t err_size);
 
+/* The same, for a process running in region: when the leader key
+ * carries "addrs": {region: "host:port"}, that address is used instead of
+ * host/port (a leader in another region reached through a WAN link). */
+route_source *route_create_etcd_in(const char *endpoints_csv, const char *cell,
+                                   const char *region, const char *dsn, char *err,
+                                   size_t err_size);
+
 /* Stop the watch and free; NULL is fine. No thread may be waiting on r. */
 void route_free(route_source *r);
 
@@ -88,5 +95,8 @@ int route_dsn(const route_source *r, const route_snapshot *s, char *buf, size_t 
  * *out (has_leader set, generation untouched). Returns 0 or -1 when a
  * field is missing or out of range. Exposed for the unit tests. */
 int route_parse_leader(const char *json, size_t len, route_snapshot *out);
+/* The same, preferring addrs[region] when present (region may be NULL). */
+int route_parse_leader_in(const char *json, size_t len, const char *region,
+                          route_snapshot *out);
 
 #endif

@@ -37,6 +37,30 @@ static void parses_leader_key(void **state)
     assert_int_equal(s.epoch, 12);
 }
 
+static void picks_the_address_advertised_for_our_region(void **state)
+{
+    (void)state;
+    const char *v = "{\"node\":\"us-n1\",\"epoch\":3,\"host\":\"127.0.0.1\",\"port\":25401,"
+                    "\"region\":\"us-east\",\"addrs\":{\"eu-west\":\"127.0.0.1:31001\"}}";
+    route_snapshot s;
+    memset(&s, 0, sizeof s);
+    /* In eu-west: through the WAN link it advertises for eu-west. */
+    assert_int_equal(route_parse_leader_in(v, strlen(v), "eu-west", &s), 0);
+    assert_string_equal(s.host, "127.0.0.1");
+    assert_int_equal(s.port, 31001);
+    /* In its own region, or with no region: its own address. */
+    assert_int_equal(route_parse_leader_in(v, strlen(v), "us-east", &s), 0);
+    assert_int_equal(s.port, 25401);
+    assert_int_equal(route_parse_leader_in(v, strlen(v), NULL, &s), 0);
+    assert_int_equal(s.port, 25401);
+    /* A malformed advertised address is ignored, not trusted. */
+    const char *bad = "{\"node\":\"n\",\"epoch\":1,\"host\":\"h\",\"port\":1,"
+                      "\"addrs\":{\"eu-west\":\"nonsense\"}}";
+    assert_int_equal(route_parse_leader_in(bad, strlen(bad), "eu-west", &s), 0);
+    assert_string_equal(s.host, "h");
+    assert_int_equal(s.port, 1);
+}
+
 static void rejects_bad_leader_keys(void **state)
 {
     (void)state;
@@ -147,6 +171,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parses_leader_key),
         cmocka_unit_test(rejects_bad_leader_keys),
+        cmocka_unit_test(picks_the_address_advertised_for_our_region),
         cmocka_unit_test(static_route_is_the_dsn),
         cmocka_unit_test(unreachable_etcd_means_no_leader),
         cmocka_unit_test(etcd_route_dsn_appends_host_and_port),
