@@ -20,13 +20,18 @@
 #                           key=value (e.g. "workers=2,commit_wait_us=2000")
 #   BENCH_KEEP [0]          1: keep the temporary directory (data, logs)
 #   BENCH_PGBENCH_ONLY [0]  1: stop after the baseline (no meridiand needed)
+#   BENCH_DRILL_RUNS [5]    runs of the failover drill (0: skip it)
 #
 # Phases: (1) primary + synchronous standby via scripts/pg.sh, (2) pgbench,
 # (3) meridiand on a fresh database with 100,000 accounts, (4) loadgen
 # closed loop (throughput, latency), (5) loadgen open loop at the peak rate
 # (latency without coordinated omission), (6) a table and, as the LAST
 # line of stdout, one JSON object; (7) an integrity check (ok answers vs
-# committed rows, debits = credits). Everything started here is stopped by
+# committed rows, debits = credits); (8) the failover drill
+# `meridianctl drill node-loss --runs 5 --json` on a cell of its own
+# (etcd x3, three keepers, two meridiand), whose rto_s_median, rto_s_max,
+# acked_lost and invariant_violations join the JSON line (a failed drill
+# flags the results). Everything started here is stopped by
 # PID on exit, failure or Ctrl-C. Logs of the last run are copied to
 # bench/out/last/. Exit status: 0, 3 when a run had errors (results
 # flagged, JSON still printed), 1 on failure.
@@ -312,6 +317,44 @@ RESULT=$(jq -cn --argjson c "$C" --argjson o "$O" \
      aim_ratio_met: ($ratio >= 10), aim_p99_at_peak_met: ($o.p99_ms <= 20),
      flagged: ((($c.errors + $o.errors) > 0) or ($integrity | not))}')
 
+# --- 8. Failover drill (issue 3): the leader's node killed, DRILL_RUNS times,
+# on a cell of its own; the drill takes it down and removes it.
+DRILL_RUNS=${BENCH_DRILL_RUNS:-5}
+[[ $DRILL_RUNS =~ ^[0-9]+$ ]] || die "BENCH_DRILL_RUNS must be a whole number, not '$DRILL_RUNS'"
+DRILL_JSON=null
+DRILL_NOTE=
+if [ "$DRILL_RUNS" -eq 0 ]; then
+  DRILL_NOTE="skipped (BENCH_DRILL_RUNS=0)"
+elif [ ! -x "$BUILD/meridian-keeper" ]; then
+  DRILL_NOTE="skipped: $BUILD/meridian-keeper not built"
+else
+  phase "failover drill: meridianctl drill node-loss --runs $DRILL_RUNS (etcd x3, 3 keepers, 2 meridiand)"
+  export MERIDIAN_SOURCE_DIR="$ROOT" # where the drill finds scripts/cell.sh
+  set +e
+  run_child "$MERIDIANCTL" --json drill node-loss --runs "$DRILL_RUNS" \
+    --report "$WORK/drill.json" >"$WORK/drill.out" 2> >(tee "$WORK/drill.log" >&2)
+  drill_rc=$?
+  set -e
+  sed '$d' "$WORK/drill.out" >&2
+  DRILL_LAST=$(tail -n 1 "$WORK/drill.out")
+  if jq -e 'type == "object" and has("rto_s_median")' >/dev/null 2>&1 <<<"$DRILL_LAST"; then
+    DRILL_JSON=$DRILL_LAST
+    note "drill: exit $drill_rc, rto_s_median $(jq -r .rto_s_median <<<"$DRILL_JSON") s, rto_s_max $(jq -r .rto_s_max <<<"$DRILL_JSON") s, acked_lost $(jq -r .acked_lost <<<"$DRILL_JSON"), invariant_violations $(jq -r .invariant_violations <<<"$DRILL_JSON")"
+  else
+    DRILL_NOTE="failed: no JSON report (exit $drill_rc; see $WORK/drill.log)"
+    note "drill $DRILL_NOTE"
+  fi
+fi
+RESULT=$(jq -c --argjson d "$DRILL_JSON" --arg note "$DRILL_NOTE" --argjson runs "$DRILL_RUNS" '
+  . + {rto_s_median: $d.rto_s_median, rto_s_max: $d.rto_s_max,
+       acked_lost: $d.acked_lost, invariant_violations: $d.invariant_violations,
+       detection_s_median: $d.detection_s_median, promotion_s_median: $d.promotion_s_median,
+       drill_runs: $runs, drill_acked_total: $d.acked_total, drill_pass: $d.pass,
+       drill_note: (if $note == "" then null else $note end),
+       aim_rto_met: (if $d == null or $d.rto_s_median == null then null
+                     else ($d.rto_s_median <= 3 and $d.rto_s_max <= 5 and $d.acked_lost == 0) end)}
+  | .flagged = (.flagged or ($runs > 0 and .drill_pass != true))' <<<"$RESULT")
+
 {
   echo
   echo "Meridian benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, PostgreSQL 15 primary + 1 synchronous standby (sync_state $sync_state)"
@@ -333,12 +376,18 @@ RESULT=$(jq -cn --argjson c "$C" --argjson o "$O" \
     ["ok answers / rows committed", "-", "\(.transfers_acknowledged) / \(.transfers_committed)",
        (if .integrity_ok then "ledger balanced" else "FLAGGED: integrity check failed" end)]
     | @tsv' <<<"$RESULT" | column -t -s $'\t'
+  jq -r 'def f(x): if x == null then "-" else (x * 1000 | round / 1000 | tostring) end;
+    if .drill_runs == 0 or .drill_pass == null then
+      "failover drill: \(.drill_note // "not run")"
+    else
+      "failover drill (node-loss x\(.drill_runs)): RTO median \(f(.rto_s_median)) s, max \(f(.rto_s_max)) s (aim <= 3 s / <= 5 s: \(if .aim_rto_met then "met" else "NOT met" end)); detection median \(f(.detection_s_median)) s; acked lost \(.acked_lost), invariant violations \(.invariant_violations)\(if .drill_pass then "" else "; FLAGGED: drill failed" end)"
+    end' <<<"$RESULT"
   echo
 }
 echo "$RESULT" >"$WORK/result.json"
 echo "$RESULT" >"$ROOT/bench/out/last.json"
 if [ "$(jq -r .flagged <<<"$RESULT")" = true ]; then
-  echo "bench: FLAGGED — $(jq -r .errors <<<"$RESULT") requests failed, integrity_ok=$(jq -r .integrity_ok <<<"$RESULT"); see bench/out/last/ for samples and logs" >&2
+  echo "bench: FLAGGED — $(jq -r .errors <<<"$RESULT") requests failed, integrity_ok=$(jq -r .integrity_ok <<<"$RESULT"), drill_pass=$(jq -r .drill_pass <<<"$RESULT"); see bench/out/last/ for samples and logs" >&2
   echo "$RESULT"
   exit 3
 fi

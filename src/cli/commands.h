@@ -26,4 +26,14 @@ int cmd_apikey_revoke(cli_ctx *ctx, const cli_command *cmd, int argc, char **arg
 /* cmd_config.c */
 int cmd_config_init(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv);
 
+/* cmd_drill.c */
+int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv);
+
+/* cmd_topology.c */
+int cmd_topology_check(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv);
+int cmd_topology_show(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv);
+
+/* cmd_lab.c */
+int cmd_lab(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv);
+
 #endif

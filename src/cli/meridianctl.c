@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "cli/cli_cmd.h"
+#include "cli/cmd_cell.h"
 #include "cli/commands.h"
 
 static const cli_command db_commands[] = {
@@ -87,6 +88,42 @@ static const cli_command config_commands[] = {
     {0},
 };
 
+static const cli_command keeper_commands[] = {
+    {.name = "fsm",
+     .handler = cmd_keeper_fsm,
+     .summary = "Print the keeper's decision table (text, or Graphviz with --dot)",
+     .usage = "keeper fsm [--dot]",
+     .help = "Each row: from state -> to state, the action taken, and why (the sentence\n"
+             "the keeper logs and publishes). Rows of a state are tried in order.\n"
+             "Options:\n"
+             "  --dot   a Graphviz digraph: meridianctl keeper fsm --dot | dot -Tsvg > fsm.svg\n"
+             "--json prints [{\"from\",\"to\",\"action\",\"why\"}].\n"},
+    {0},
+};
+
+static const cli_command topology_commands[] = {
+    {.name = "check",
+     .handler = cmd_topology_check,
+     .summary = "Validate a topology file (regions, cells, residency, etcd, ports)",
+     .usage = "topology check FILE",
+     .help = "Loads FILE as the lab and the drills do and applies every rule of\n"
+             "docs/TOPOLOGY.md. Prints \"ok: N cells, N nodes, N etcd members, ...\", or\n"
+             "every error on stderr as \"FILE: POINTER: MESSAGE [RULE]; hint: HINT\".\n"
+             "--json prints {\"ok\",\"file\",\"regions\",\"cells\",\"nodes\",\"etcd_members\"}\n"
+             "or {\"ok\":false,\"file\",\"error_count\",\"errors\":[{\"pointer\",\"rule\",\n"
+             "\"message\",\"hint\"}]}. Exit status: 0 valid; 1 invalid or unreadable.\n"},
+    {.name = "show",
+     .handler = cmd_topology_show,
+     .summary = "Print what a topology file lays out: regions, etcd, cells by region",
+     .usage = "topology show FILE",
+     .help = "Validates FILE like `topology check`, then prints regions and zones, the\n"
+             "etcd members, the WAN links, and per cell its policy and, region by region,\n"
+             "its nodes (by zone), backup repositories, caches and meridiand instances.\n"
+             "--json prints the normalized topology (defaults filled in), itself a valid\n"
+             "topology file.\n"},
+    {0},
+};
+
 static const cli_command root_commands[] = {
     {.name = "db", .children = db_commands, .summary = "Schema migrations", .usage = "db"},
     {.name = "customer",
@@ -98,6 +135,101 @@ static const cli_command root_commands[] = {
      .children = config_commands,
      .summary = "Configuration files",
      .usage = "config"},
+    {.name = "status",
+     .handler = cmd_status,
+     .summary = "Show a cell: nodes, roles, lag, epoch, lease, synchronous set",
+     .usage = "status [--cell NAME] [--etcd URLS]",
+     .help = "Reads the cell's keys from etcd in one transaction and shows each node\n"
+             "(role, keeper state, health, zone, region, timeline, flush LSN, lag in\n"
+             "bytes behind the leader, upstream, synchronous-set membership), the epoch,\n"
+             "the leader's lease and its time left, and the synchronous set. Without a\n"
+             "leader it says why: each keeper's last decision and, per synchronous-set\n"
+             "member, whether it may be promoted without losing a commit.\n"
+             "Options:\n"
+             "  --cell NAME   the cell (default: cell in FILE, else \"default\")\n"
+             "  --etcd URLS   comma-separated etcd endpoints (default: etcd in FILE)\n"
+             "Exit status: 0 the cell has a leader; 3 it has none (failover in\n"
+             "progress or not possible); 1 etcd unreachable; 2 bad arguments.\n"},
+    {.name = "history",
+     .handler = cmd_history,
+     .summary = "List the cell's promotions: bootstrap, failovers, switchovers",
+     .usage = "history [--cell NAME] [--etcd URLS]",
+     .help = "One row per epoch: kind, node, when the old leader was seen gone, when the\n"
+             "new one took the key (detection = the difference), when it was promoted.\n"
+             "Times are ISO-8601 UTC.\n"
+             "Options:\n"
+             "  --cell NAME   the cell (default: cell in FILE, else \"default\")\n"
+             "  --etcd URLS   comma-separated etcd endpoints (default: etcd in FILE)\n"},
+    {.name = "switchover",
+     .handler = cmd_switchover,
+     .summary = "Hand the leader role to another node with no loss",
+     .usage = "switchover --cell NAME --to NODE [--timeout-s N] [--etcd URLS]",
+     .help = "Refuses when NODE is unknown, is the leader already, is not healthy and\n"
+             "streaming, or is not in the synchronous set. Otherwise writes a request\n"
+             "(under a 30 s lease) that the primary's keeper carries out: it stops\n"
+             "PostgreSQL cleanly so NODE has all WAL and releases the leader key; NODE\n"
+             "takes it and promotes. Waits (bounded) for the new leader and prints the\n"
+             "write pause and the new epoch.\n"
+             "Options:\n"
+             "  --cell NAME     the cell (or cell in FILE; no default here)\n"
+             "  --to NODE       the node that should lead\n"
+             "  --timeout-s N   how long to wait, 1..3600 (default 60); on timeout,\n"
+             "                  exit 1 and print the status\n"
+             "  --etcd URLS     comma-separated etcd endpoints (default: etcd in FILE)\n"},
+    {.name = "keeper", .children = keeper_commands, .summary = "Keepers", .usage = "keeper"},
+    {.name = "topology",
+     .children = topology_commands,
+     .summary = "Topology files: check, show",
+     .usage = "topology"},
+    {.name = "drill",
+     .handler = cmd_drill,
+     .summary = "Failover drill: bank workload, fault on the leader, RTO/RPO and invariants",
+     .usage = "drill node-loss|db-crash|isolate-primary [--runs N] [--cell-dir DIR] "
+              "[--build DIR] [--clients C] [--readers R] [--accounts K] [--report FILE] "
+              "[--keep]",
+     .help = "Runs a bank workload through meridiand (writers moving money between K\n"
+             "accounts, retrying the same id on 503; readers checking that balances sum to\n"
+             "zero), injects the fault on the cell's leader, waits until writes are\n"
+             "acknowledged again on the new primary, restores the node, and reports\n"
+             "detection, promotion, RTO (fault -> first acknowledged transfer on the new\n"
+             "primary), RPO (acknowledged transfers missing afterwards) and every\n"
+             "invariant check (see docs/DRILLS.md).\n"
+             "Scenarios:\n"
+             "  node-loss        SIGKILL the leader's keeper and PostgreSQL (cell.sh kill-node)\n"
+             "  db-crash         SIGKILL the leader's postmaster only (cell.sh kill-db)\n"
+             "  isolate-primary  cut the leader's keeper off from etcd (cell.sh isolate)\n"
+             "Options:\n"
+             "  --runs N         runs, 1..100 (default 1)\n"
+             "  --cell-dir DIR   use the running cell in DIR (cell.sh up DIR --meridiand 2);\n"
+             "                   default: start one under /tmp and remove it afterwards\n"
+             "  --build DIR      binaries for a new cell (default: this binary's directory)\n"
+             "  --clients C      writer threads, 1..64 (default 8)\n"
+             "  --readers R      balance readers, 0..16 (default 2)\n"
+             "  --accounts K     accounts per run, 3..64 (default 10)\n"
+             "  --report FILE    write the report (with per-run details) as JSON to FILE\n"
+             "  --keep           keep a cell the drill started (and its logs)\n"
+             "scripts/cell.sh is found through $MERIDIAN_SOURCE_DIR, else the source tree\n"
+             "the binary was built from. --json prints the report as the last stdout line.\n"
+             "Exit status: 0 every run passed (no invariant broken, RTO under 60 s, cell\n"
+             "healthy again); 1 a run failed; 2 bad arguments or the scenario is not\n"
+             "available here.\n"},
+    {.name = "lab",
+     .handler = cmd_lab,
+     .summary = "The multi-region lab on 127.0.0.1: up, down, status, fault",
+     .usage = "lab up [--topology FILE] [--dir DIR] | down [--dir DIR] | "
+              "status [--dir DIR] [--json] | fault [--dir DIR] KIND ARGS...",
+     .help = "Runs scripts/lab.sh (docs/LAB.md) with the binaries next to this one.\n"
+             "  up       validate the topology (default topologies/lab.json), start netem,\n"
+             "           etcd, every cell's nodes with keepers, meridiand per region, HAProxy\n"
+             "           per region and the global entry; print endpoints and demo keys\n"
+             "  down     stop everything by PID\n"
+             "  status   processes, each cell's leader and epoch, endpoints, WAN links\n"
+             "  fault    node-kill NODE | db-crash NODE | zone-loss REGION ZONE |\n"
+             "           region-loss REGION | partition REGION | heal | wan-delay MS [JITTER] |\n"
+             "           restart NAME\n"
+             "DIR defaults to .lab at the repository root (or /var/tmp/meridian-lab-HASH).\n"
+             "The global entry routes by the X-Meridian-Cell header or a /cells/CELL/ path\n"
+             "prefix; each cell also has its own global port.\n"},
     {0},
 };
 

@@ -1,0 +1,81 @@
+/*
+ * cell.h — the drill's hands on a cell: scripts/cell.sh run as a child
+ * process (up, down, wait-healthy and the faults: kill-node, kill-db,
+ * isolate/heal, start-node), the cell's env file, and an API key made
+ * with meridianctl.
+ *
+ * Design: the drill never signals cell processes itself; cell.sh knows
+ * the PIDs (its files under DIR) and how to stop them, so the drill and
+ * the tests inject faults the same way. Each child runs in its own
+ * process group (a Ctrl-C meant for the drill does not kill the cell
+ * before the drill can take it down), with stdin from /dev/null, its
+ * output appended to DIR/drill.log, and a deadline after which the child
+ * (only the script, never the daemons it started) is killed by PID.
+ */
+#ifndef MERIDIAN_DRILL_CELL_H
+#define MERIDIAN_DRILL_CELL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "drill/drill.h"
+
+#define DRILL_CELL_NODES_MAX 8
+#define DRILL_CELL_NAME_MAX 64
+
+/* A cell as its DIR/env describes it. */
+typedef struct drill_cell {
+    char dir[DRILL_PATH_MAX];
+    char script[DRILL_PATH_MAX];  /* scripts/cell.sh */
+    char build[DRILL_PATH_MAX];   /* BUILD of the env (binaries) */
+    char log_path[DRILL_PATH_MAX];/* DIR/drill.log: output of the children */
+    char name[DRILL_CELL_NAME_MAX];
+    char etcd[1024];              /* ETCD_ENDPOINTS */
+    char config[DRILL_PATH_MAX];  /* CONFIG */
+    size_t url_count;
+    char urls[DRILL_URLS_MAX][128];
+    size_t node_count;
+    char nodes[DRILL_CELL_NODES_MAX][32];
+    int pg_ports[DRILL_CELL_NODES_MAX];
+} drill_cell;
+
+/* Start a new cell in dir (which must exist and hold no cell) with
+ * `cell.sh up DIR --meridiand M --build BUILD [--netem]`, then read its
+ * env into *c. Returns 0, or -1 with the reason (and the log's path) in
+ * err. */
+int drill_cell_up(drill_cell *c, const char *script, const char *dir, const char *build,
+                  int meridiand, bool netem, char *err, size_t err_size);
+
+/* Read an existing cell's DIR/env into *c. Returns 0 or -1 (err). */
+int drill_cell_open(drill_cell *c, const char *script, const char *dir, char *err,
+                    size_t err_size);
+
+/* `cell.sh down DIR`. Returns 0 or -1. */
+int drill_cell_down(const drill_cell *c);
+
+/* `cell.sh wait-healthy DIR SECONDS`: 0 when the cell has a leader with
+ * every other node a streaming synchronous standby, -1 otherwise. */
+int drill_cell_wait_healthy(const drill_cell *c, int seconds);
+
+/* `cell.sh VERB DIR NODE` (kill-node, kill-db, start-node, isolate,
+ * heal, ...). Returns 0, or -1 with the script's exit status in err. */
+int drill_cell_do(const drill_cell *c, const char *verb, const char *node, char *err,
+                  size_t err_size);
+
+/* Does the script know `cell.sh VERB` (and, for isolation, `up
+ * --netem`)? Reads the script's text. */
+bool drill_cell_script_has(const char *script, const char *verb);
+
+/* PostgreSQL port of node, or -1 when the env does not name it. */
+int drill_cell_pg_port(const drill_cell *c, const char *node);
+
+/* A customer API key for customer `customer`, made with
+ * `BUILD/meridianctl --config CONFIG --dsn DSN apikey create --json`.
+ * Returns 0 with the key in key, or -1 (err). */
+int drill_cell_apikey(const drill_cell *c, const char *dsn, const char *customer, char *key,
+                      size_t key_size, char *err, size_t err_size);
+
+/* Remove a directory tree (a drill-made cell). Returns 0 or -1. */
+int drill_rmtree(const char *dir);
+
+#endif
