@@ -19,6 +19,7 @@
 
 #include "cli/commands.h"
 #include "drill/drill.h"
+#include "drill/html.h"
 #include "drill/report.h"
 
 /* Parse a whole number in [min, max] from an option. */
@@ -51,7 +52,7 @@ static int self_dir(char *out, size_t size)
     return 0;
 }
 
-static int write_report(const char *path, json_t *report)
+static int write_json(const char *path, json_t *report)
 {
     FILE *f = fopen(path, "w");
     if (f == NULL)
@@ -59,6 +60,29 @@ static int write_report(const char *path, json_t *report)
     int rc = json_dumpf(report, f, JSON_INDENT(2) | JSON_REAL_PRECISION(7));
     fputc('\n', f);
     if (fclose(f) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* --report FILE.json writes the JSON report; --report FILE.html writes
+ * the HTML page there and the JSON beside it as FILE.json. */
+static int write_report(const char *path, json_t *report)
+{
+    size_t len = strlen(path);
+    if (len < 5 || strcmp(path + len - 5, ".html") != 0)
+        return write_json(path, report);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    int rc = drill_report_html(f, report);
+    if (fclose(f) != 0)
+        rc = -1;
+    char json_path[4096];
+    if (len - 5 + sizeof ".json" > sizeof json_path)
+        return -1;
+    memcpy(json_path, path, len - 5);
+    memcpy(json_path + len - 5, ".json", sizeof ".json");
+    if (write_json(json_path, report) != 0)
         rc = -1;
     return rc;
 }
