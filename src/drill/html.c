@@ -142,7 +142,7 @@ int drill_report_html(FILE *out, const json_t *report)
     fputs("</title>\n<style>\n"
           "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}\n"
           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;white-space:nowrap;"
-          "text-align:left}\n.explain{color:#555;font-size:90%}\n"
+          "text-align:left}\n.explain{color:#555;font-size:90%;white-space:normal}\n"
           ".pass{background:#1e8449;color:#fff;padding:6px 12px;display:inline-block}\n"
           ".fail{background:#c0392b;color:#fff;padding:6px 12px;display:inline-block}\n"
           "</style></head><body>\n<h1>Meridian failover drill: ",
