@@ -151,7 +151,7 @@ commit_stats() {
 free_port() {
   local p
   for _ in $(seq 1 100); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 30000 ))
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12700 ))
     ss -ltnH "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
   done
   die "no free TCP port found"

@@ -176,25 +176,29 @@ up)
 
   if [ "$NETEM" = 1 ]; then
     [ -x "$BUILD/meridian-netem" ] || die "$BUILD/meridian-netem missing: build first"
-    ctl_port=$(free_port)
+    # The proxy picks its own free ports (port 0) and prints them as one
+    # JSON line: no window in which another process could take them.
     args=()
     IFS=, read -r -a eps <<< "$ETCD_ENDPOINTS"
     for n in $NODES; do
-      list=""
       for j in 1 2 3; do
-        lp=$(free_port)
-        tp=${eps[$((j - 1))]##*:}
-        args+=(--link "$n-e$j=$lp:$tp,delay_ms=0,jitter_ms=0")
-        list="$list,http://127.0.0.1:$lp"
+        args+=(--link "$n-e$j=0:${eps[$((j - 1))]##*:},delay_ms=0,jitter_ms=0")
       done
-      echo "$(upper "$n")_ETCD=${list#,}" >> "$dir/env"
     done
-    "$BUILD/meridian-netem" --control "127.0.0.1:$ctl_port" "${args[@]}" \
+    "$BUILD/meridian-netem" --control "127.0.0.1:0" "${args[@]}" \
       --pid-file "$dir/netem.pid" >"$dir/netem.out" 2>"$dir/netem.log" &
     echo "$!" > "$dir/netem.pid.launch"
+    for _ in $(seq 1 100); do [ -s "$dir/netem.out" ] && break; sleep 0.1; done
+    ports=$(head -1 "$dir/netem.out")
+    ctl_port=$(jq -r '.control // empty' <<<"$ports" 2>/dev/null || true)
+    [ -n "$ctl_port" ] || die "meridian-netem did not start (see $dir/netem.log)"
+    for n in $NODES; do
+      list=""
+      for j in 1 2 3; do list="$list,http://127.0.0.1:$(jq -r ".links[\"$n-e$j\"]" <<<"$ports")"; done
+      echo "$(upper "$n")_ETCD=${list#,}" >> "$dir/env"
+    done
     echo "NETEM_CONTROL=$ctl_port" >> "$dir/env"
-    for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$ctl_port/healthz" >/dev/null && break; sleep 0.1; done
-    curl -sf "http://127.0.0.1:$ctl_port/healthz" >/dev/null || die "meridian-netem did not start (see $dir/netem.log)"
+    curl -sf "http://127.0.0.1:$ctl_port/healthz" >/dev/null || die "meridian-netem does not answer (see $dir/netem.log)"
     load_env "$dir"
     log "keepers reach etcd through meridian-netem (control port $ctl_port)"
   fi

@@ -374,7 +374,20 @@ cmd_up() {
     args=(--node "$n" --cell "$c" --etcd "$(getv "ETCD_EPS_$(vn "$r")")" --dir "$DIR/nodes/$n"
           --pg-port "$(pg_port_of "$n")" --zone "$z" --region "$r" --lease-ttl-s "$LEASE_TTL_S"
           --metrics-listen "127.0.0.1:$(getv "METRICS_$(vn "$n")")" --pid-file "$DIR/pids/keeper-$n.pid")
-    [ "$role" = dr-standby ] && [ "$KEEPER_ROLE_DR" = 1 ] && args+=(--role dr)
+    if [ "$role" = dr-standby ] && [ "$KEEPER_ROLE_DR" = 1 ]; then
+      args+=(--role dr)
+      # The cell's regional failover policy (topology "failover") is the DR
+      # standby's to apply: automatic after region_failover_after_s when it
+      # lagged at most max_loss_s, else only on `meridianctl failover`.
+      local pol after loss
+      pol=$(T --arg c "$c" '.cells[] | select(.name == $c) | .failover.mode // "manual"')
+      after=$(T --arg c "$c" '.cells[] | select(.name == $c) | .failover.region_failover_after_s // 10')
+      loss=$(T --arg c "$c" '.cells[] | select(.name == $c) | .failover.max_loss_s // 1')
+      args+=(--region-failover "$pol")
+      if [ "$pol" = automatic ]; then
+        args+=(--region-failover-after-s "$after" --max-loss-ms "$(awk -v s="$loss" 'BEGIN{printf "%d", s*1000}')")
+      fi
+    fi
     if [ "$KEEPER_ADVERTISE" = 1 ]; then
       local rr
       for rr in $(cat "$DIR/regions.txt"); do

@@ -90,7 +90,7 @@ typedef struct cli_cell {
 /* One promotion (history/<epoch>). A time is 0 when unknown. */
 typedef struct cli_cell_event {
     int64_t epoch;
-    char kind[16];          /* bootstrap | failover | switchover */
+    char kind[24];          /* bootstrap | failover | switchover | regional_failover */
     char node[KEEPER_NAME_MAX];
     int64_t leader_lost_at_ms;
     int64_t acquired_at_ms;

@@ -36,4 +36,8 @@ int cmd_topology_show(cli_ctx *ctx, const cli_command *cmd, int argc, char **arg
 /* cmd_lab.c */
 int cmd_lab(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv);
 
+/* cmd_region.c */
+int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv);
+int cmd_residency_scan(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv);
+
 #endif

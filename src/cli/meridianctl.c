@@ -124,6 +124,35 @@ static const cli_command topology_commands[] = {
     {0},
 };
 
+static const cli_command residency_commands[] = {
+    {.name = "scan",
+     .handler = cmd_residency_scan,
+     .summary = "Prove from the running lab that no cell's data is outside its regions",
+     .usage = "residency scan [--dir LABDIR] [--topology FILE]",
+     .help = "Gathers where each cell's data is in the running lab and judges every\n"
+             "placement with the topology's residency rules (docs/TOPOLOGY.md):\n"
+             "  data directories   each node's PostgreSQL data; its cell is its lineage (the\n"
+             "                     system identifier in global/pg_control, anchored on the\n"
+             "                     cell's leader in etcd), its region where the lab runs it,\n"
+             "                     checked against the keeper's etcd registration\n"
+             "  replication        pg_stat_replication on every running node (the receiver's\n"
+             "                     region) and pg_stat_wal_receiver (sender, netem link)\n"
+             "  meridiand          each instance's config (cell, region) and its log\n"
+             "  backups, caches    when the lab runs any; else reported as not running\n"
+             "Parts of the lab that are down are listed as unreachable (their data\n"
+             "directories are still checked). Prints a table of every object (kind,\n"
+             "object, cell, region, allowed) and \"0 violations\" or each violation with\n"
+             "its rule.\n"
+             "Options:\n"
+             "  --dir LABDIR     the lab (default: as `lab` chooses it)\n"
+             "  --topology FILE  judge against FILE (default: the topology the lab was\n"
+             "                   started with, LABDIR/topology.json)\n"
+             "--json prints {\"ok\",\"violation_count\",\"checked\":{...},\"objects\":[...],\n"
+             "\"violations\":[...],\"unreachable\":[...],\"not_running\":[...]}.\n"
+             "Exit status: 0 no violation; 1 a violation, or no lab; 2 bad arguments.\n"},
+    {0},
+};
+
 static const cli_command root_commands[] = {
     {.name = "db", .children = db_commands, .summary = "Schema migrations", .usage = "db"},
     {.name = "customer",
@@ -232,6 +261,37 @@ static const cli_command root_commands[] = {
              "DIR defaults to .lab at the repository root (or /var/tmp/meridian-lab-HASH).\n"
              "The global entry routes by the X-Meridian-Cell header or a /cells/CELL/ path\n"
              "prefix; each cell also has its own global port.\n"},
+    {.name = "failover",
+     .handler = cmd_failover,
+     .summary = "Regional failover: promote a cell's DR standby in another region",
+     .usage = "failover --cell NAME --to-region REGION [--yes] [--timeout-s N] "
+              "[--etcd URLS | --dir LABDIR]",
+     .help = "For a lost home region (issue 4 item 5; docs/TOPOLOGY.md \"Regional\n"
+             "failover\"). Finds the cell's DR standby in REGION and prints the loss bound\n"
+             "first: the WAL gap between the last known leader flush LSN (the leader's\n"
+             "member key, the highest member LSN, or the leader LSN the DR standby last\n"
+             "saw) and the DR standby's, in bytes and as LSNs, its lag in ms, and an\n"
+             "estimate of the transfers that may be lost (gap / ~6 KB of WAL per transfer).\n"
+             "Refuses while the cell has a leader outside REGION (a planned move is\n"
+             "`switchover`). Without --yes it stops there (exit 3). With --yes it writes\n"
+             "/meridian/CELL/failover = {\"to\": DR} under a 60 s lease; the DR standby's\n"
+             "keeper takes the leader key (new epoch) and promotes. Waits (bounded) for the\n"
+             "leader key to name it, then prints detection and promotion times from the\n"
+             "history and the new epoch.\n"
+             "Options:\n"
+             "  --cell NAME        the cell\n"
+             "  --to-region REGION the region of the DR standby to promote\n"
+             "  --yes              really promote\n"
+             "  --timeout-s N      how long to wait, 1..3600 (default 60)\n"
+             "  --etcd URLS        etcd endpoints (default: etcd in --config FILE, else\n"
+             "                     ETCD_DIRECT of the lab in --dir LABDIR or the default lab)\n"
+             "Exit status: 0 promoted (or REGION leads already); 3 bound printed, not\n"
+             "confirmed; 1 refused, unknown cell, no DR standby there, etcd unreachable or\n"
+             "timeout; 2 bad arguments.\n"},
+    {.name = "residency",
+     .children = residency_commands,
+     .summary = "Data residency: scan the running lab",
+     .usage = "residency"},
     {0},
 };
 

@@ -323,9 +323,14 @@ static int request(etcd_client *c, const char *path, const char *body, bool idem
         if (attempt + 1 < c->endpoint_count)
             log_warn("etcd", "%s; trying %s", c->last_error, c->endpoints[c->current]);
     }
-    if (c->endpoint_count > 1)
+    if (c->endpoint_count > 1) {
+        /* Copy first: formatting last_error into itself would overlap. */
+        char last[sizeof c->last_error];
+        memcpy(last, c->last_error, sizeof last);
+        last[sizeof last - 1] = '\0';
         return set_error(c, rc, "no etcd member answered (%zu tried; last: %.160s)",
-                         c->endpoint_count, c->last_error);
+                         c->endpoint_count, last);
+    }
     return rc;
 }
 

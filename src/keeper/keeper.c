@@ -50,8 +50,13 @@ typedef struct keeper {
     char prefix[KEY_MAX];
 
     keeper_state state;
-    int64_t lease_id;
-    bool holds_lease;
+    /* The leader lease is renewed by its own thread (lease_thread) with its
+     * own etcd client, so a slow action of the loop (a crash recovery
+     * inside pg_ctl start, a rewind) never lets the lease lapse while the
+     * keeper is alive and reaches etcd. */
+    _Atomic int64_t lease_id;
+    _Atomic bool holds_lease;
+    etcd_client *lease_etcd;
     _Atomic int64_t lease_valid_until_ms; /* read by the fence thread */
     _Atomic int writable;                 /* this node runs a writable PostgreSQL */
     _Atomic int stopping;
@@ -68,7 +73,8 @@ typedef struct keeper {
     /* the event being recorded in history/<epoch> */
     int64_t event_epoch, event_lost_ms, event_acquired_ms;
     const char *event_kind;
-    uint64_t transitions, fences, promotions; /* for /metrics */
+    uint64_t transitions, promotions; /* for /metrics */
+    _Atomic uint64_t fences;          /* also counted by the fence thread */
     /* regional failover inputs (DR standby) */
     int64_t home_seen_at_ms, leader_seen_at_ms, caught_up_at_ms;
     uint64_t leader_flush_lsn; /* as the leader last published it */
@@ -272,20 +278,37 @@ static json_t *advertised_addrs(const keeper_config *cfg)
 
 /* ---- Leases. */
 
+/* Renew the leader lease once (lease thread). The deadline is computed
+ * from when the keepalive was *sent*: etcd cannot expire the lease
+ * earlier than sent + TTL. */
 static void renew_leader_lease(keeper *k)
 {
-    if (!k->holds_lease)
+    if (!atomic_load(&k->holds_lease))
         return;
+    int64_t id = atomic_load(&k->lease_id);
     int64_t sent = mono_ms();
-    int rc = etcd_lease_keepalive(k->etcd, k->lease_id, NULL);
+    int rc = etcd_lease_keepalive(k->lease_etcd, id, NULL);
     if (rc == ETCD_OK) {
-        atomic_store(&k->lease_valid_until_ms,
-                     sent + k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms);
-    } else if (rc == ETCD_E_NOT_FOUND) {
-        log_warn(COMP, "leader lease %" PRId64 " is gone", k->lease_id);
-        k->holds_lease = false;
+        if (atomic_load(&k->lease_id) == id)
+            atomic_store(&k->lease_valid_until_ms,
+                         sent + k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms);
+    } else if (rc == ETCD_E_NOT_FOUND && atomic_load(&k->lease_id) == id) {
+        log_warn(COMP, "leader lease %" PRId64 " is gone", id);
+        atomic_store(&k->holds_lease, false);
         atomic_store(&k->lease_valid_until_ms, 0);
     }
+}
+
+static void *lease_thread(void *arg)
+{
+    keeper *k = arg;
+    int period_ms = k->cfg->loop_ms < 250 ? k->cfg->loop_ms : 250;
+    while (!atomic_load(&k->stopping)) {
+        renew_leader_lease(k);
+        for (int waited = 0; waited < period_ms && !atomic_load(&k->stopping); waited += 10)
+            usleep(10 * 1000);
+    }
+    return NULL;
 }
 
 static void publish_member(keeper *k, const pgctl_state *ps)
@@ -407,8 +430,8 @@ static int acquire(keeper *k, const keeper_view *v)
         return -1;
     }
     etcd_txn_result_release(&res);
-    k->lease_id = lease;
-    k->holds_lease = true;
+    atomic_store(&k->lease_id, lease);
+    atomic_store(&k->holds_lease, true);
     atomic_store(&k->lease_valid_until_ms,
                  sent + k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms);
     log_info(COMP, "took the leader key of cell %s, epoch %" PRId64, k->cfg->cell, epoch);
@@ -613,7 +636,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         pgctl_state ps;
         pgctl_read_state(&k->pg, &ps);
         publish_member(k, &ps);
-        etcd_lease_revoke(k->etcd, k->lease_id);
+        etcd_lease_revoke(k->etcd, atomic_load(&k->lease_id));
         k->holds_lease = false;
         atomic_store(&k->lease_valid_until_ms, 0);
         break;
@@ -707,7 +730,7 @@ static void *fence_thread(void *arg)
         if (atomic_load(&k->writable) && mono_ms() >= atomic_load(&k->lease_valid_until_ms)) {
             char err[256];
             log_warn(COMP, "lease deadline passed without renewal: fencing PostgreSQL now");
-            k->fences++;
+            atomic_fetch_add(&k->fences, 1);
             atomic_store(&k->writable, 0);
             if (pgctl_stop(&k->pg, "immediate", 30000, err, sizeof err) != 0)
                 log_error(COMP, "fence: %s", err);
@@ -727,9 +750,6 @@ static bool loop_once(keeper *k)
     keeper_view v;
     memset(&v, 0, sizeof v);
     int64_t now = mono_ms();
-
-    if (k->state == KEEPER_PRIMARY || k->state == KEEPER_PROMOTING || k->state == KEEPER_BOOTSTRAP)
-        renew_leader_lease(k);
 
     if (read_cell(k, &v) == 0) {
         v.etcd_ok = true;
@@ -798,7 +818,7 @@ static bool loop_once(keeper *k)
         k->last_why = t->why;
         k->transitions++;
         if (t->action == KEEPER_ACT_FENCE)
-            k->fences++;
+            atomic_fetch_add(&k->fences, 1);
         if (t->action == KEEPER_ACT_PROMOTE)
             k->promotions++;
         int arc = do_action(k, t->action, &v);
@@ -822,7 +842,7 @@ static bool loop_once(keeper *k)
         .leader = k->holds_lease, .etcd_ok = v.etcd_ok, .pg_running = ps.running,
         .pg_in_recovery = ps.in_recovery, .epoch = v.epoch,
         .lease_left_ms = k->holds_lease && left > 0 ? left : 0, .flush_lsn = ps.flush_lsn,
-        .timeline = ps.timeline, .transitions = k->transitions, .fences = k->fences,
+        .timeline = ps.timeline, .transitions = k->transitions, .fences = atomic_load(&k->fences),
         .promotions = k->promotions, .sync_standbys = k->pg_names.count,
     };
     kmetrics_publish(&snap);
@@ -846,8 +866,22 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
         log_error(COMP, "etcd endpoints: %s", err);
         return -1;
     }
-    pthread_t fence;
+    k.lease_etcd = etcd_client_create(cfg->etcd_endpoints, ETCD_TIMEOUT_MS, err, sizeof err);
+    if (k.lease_etcd == NULL) {
+        log_error(COMP, "etcd endpoints: %s", err);
+        etcd_client_free(k.etcd);
+        return -1;
+    }
+    pthread_t fence, renew;
     if (pthread_create(&fence, NULL, fence_thread, &k) != 0) {
+        etcd_client_free(k.lease_etcd);
+        etcd_client_free(k.etcd);
+        return -1;
+    }
+    if (pthread_create(&renew, NULL, lease_thread, &k) != 0) {
+        atomic_store(&k.stopping, 1);
+        pthread_join(fence, NULL);
+        etcd_client_free(k.lease_etcd);
         etcd_client_free(k.etcd);
         return -1;
     }
@@ -869,7 +903,7 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     }
     log_info(COMP, "keeper %s stopping", cfg->node);
     if (k.holds_lease)
-        etcd_lease_revoke(k.etcd, k.lease_id); /* hand over at once */
+        etcd_lease_revoke(k.etcd, atomic_load(&k.lease_id)); /* hand over at once */
     if (stop_pg || k.holds_lease) {
         atomic_store(&k.writable, 0);
         pgctl_stop(&k.pg, "fast", 30000, err, sizeof err);
@@ -877,7 +911,9 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     if (k.member_lease_id)
         etcd_lease_revoke(k.etcd, k.member_lease_id);
     atomic_store(&k.stopping, 1);
+    pthread_join(renew, NULL);
     pthread_join(fence, NULL);
+    etcd_client_free(k.lease_etcd);
     etcd_client_free(k.etcd);
     return 0;
 }

@@ -14,9 +14,16 @@
  *      referenced pending transfers; for account requests the customers
  *      (FOR KEY SHARE) and, when needed, the ledgers table.
  *   3. INSERT/UPDATE with unnest() over array parameters, then COMMIT.
- * Array parameters are PostgreSQL text array literals built in growable
- * buffers owned by the store (bounded by STORE_PARAM_BYTES_MAX) and
- * reused across commits.
+ * Array parameters are PostgreSQL binary arrays (array_recv's format)
+ * built in growable buffers owned by the store (bounded by
+ * STORE_PARAM_BYTES_MAX) and reused across commits.
+ *
+ * Every statement but BEGIN and COMMIT is prepared once per connection
+ * (its Parse rides in the first pipeline that uses it) and executed by
+ * name afterwards, so the server neither parses nor re-analyses it on
+ * each commit. A new connection (reconnect, failover, PQreset) starts
+ * with none prepared: store.prepared is cleared wherever the connection
+ * is replaced. Plans stay custom (session_setup says why).
  *
  * Why the pending state is read after the locks: every change of a
  * pending transfer's state also changes its two accounts' balances, so
@@ -51,8 +58,9 @@
 
 #define COMP "store"
 
-/* One text array parameter may not grow past this (8,190 metadata of
- * 8 KiB, every byte escaped, is about 134 MiB). */
+/* One array parameter may not grow past this (8,190 metadata of 8 KiB
+ * is about 67 MiB in binary; the text literals of store_batch_committed
+ * are far smaller). */
 #define STORE_PARAM_BYTES_MAX (192u * 1024u * 1024u)
 /* Parameter buffers held by a store (the write pipeline uses 44). */
 #define STORE_BUFS_MAX 48
@@ -72,6 +80,11 @@ typedef struct sbuf {
     char *data;
     size_t len;
     size_t cap;
+    /* Binary array parameters (bin_*): element type, count, any NULL. */
+    bool binary;
+    uint32_t elem_oid;
+    uint32_t nelem;
+    bool has_null;
 } sbuf;
 
 /* A growable array with a hard maximum, for ids and parsed rows. */
@@ -120,6 +133,12 @@ struct store {
     int64_t last_now_us;
     /* Epoch the server must have recorded in meridian_fencing; 0: no check. */
     int64_t fence_epoch;
+    /* Bit q set: query q is prepared on the current connection. Cleared
+     * whenever the connection is replaced (a new session has none). */
+    uint32_t prepared;
+    /* The session settings of session_setup are in force on the current
+     * connection. Cleared with prepared. */
+    bool session_ready;
 };
 
 /* ------------------------------------------------------------------ */
@@ -187,6 +206,7 @@ static sbuf *buf_take(store *s)
     mrd_assert(s->bufs_used < STORE_BUFS_MAX);
     sbuf *b = &s->bufs[s->bufs_used++];
     b->len = 0;
+    b->binary = false;
     return b;
 }
 
@@ -226,13 +246,6 @@ static int sb_id(sbuf *b, const id128 *id)
     return sb_put(b, t, strlen(t));
 }
 
-static int sb_id_or_null(sbuf *b, const id128 *id)
-{
-    if (!id128_is_zero(id)) return sb_id(b, id);
-    if (sb_sep(b) < 0) return -1;
-    return sb_put(b, "NULL", 4);
-}
-
 static int sb_i64(sbuf *b, int64_t v)
 {
     char t[32];
@@ -242,21 +255,118 @@ static int sb_i64(sbuf *b, int64_t v)
     return sb_put(b, t, (size_t)n);
 }
 
-/* A text element, double-quoted with " and \ escaped, or NULL. */
-static int sb_text_or_null(sbuf *b, const char *p, size_t n)
+/* ---- Parameter buffers: PostgreSQL binary arrays, the format of
+ * array_recv: int32 ndim, int32 has-null flag, element type OID, per
+ * dimension int32 length and int32 lower bound, then per element an
+ * int32 length (-1: NULL) and the element's binary form; all integers
+ * big-endian. The server neither parses nor unescapes them (text
+ * literals cost it array_in and one input function call per element),
+ * and the 5 KB metadata strings go as they are. The one-dimension
+ * header is written at bin_close; an empty array has ndim 0. */
+
+#define OID_INT2 21u
+#define OID_INT4 23u
+#define OID_INT8 20u
+#define OID_TEXT 25u
+#define OID_UUID 2950u
+#define BIN_HEADER_BYTES 20u
+
+static sbuf *bin_take(store *s, uint32_t elem_oid)
 {
-    if (sb_sep(b) < 0) return -1;
-    if (!p) return sb_put(b, "NULL", 4);
-    if (sb_reserve(b, 2 * n + 2) < 0) return -1;
-    char *w = b->data + b->len;
-    *w++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '"' || p[i] == '\\') *w++ = '\\';
-        *w++ = p[i];
+    sbuf *b = buf_take(s);
+    b->binary = true;
+    b->elem_oid = elem_oid;
+    b->nelem = 0;
+    b->has_null = false;
+    return b;
+}
+
+static void put_be32(char *w, uint32_t v)
+{
+    w[0] = (char)(v >> 24);
+    w[1] = (char)(v >> 16);
+    w[2] = (char)(v >> 8);
+    w[3] = (char)v;
+}
+
+/* One element of n bytes at p, or NULL when p is NULL. */
+static int bin_elem(sbuf *b, const void *p, size_t n)
+{
+    mrd_assert(b->binary);
+    if (p && n > (size_t)INT32_MAX) return -1;
+    if (b->nelem >= (uint32_t)INT32_MAX) return -1;
+    size_t head = b->len == 0 ? BIN_HEADER_BYTES : 0;
+    if (sb_reserve(b, head + 4 + (p ? n : 0)) < 0) return -1;
+    b->len += head; /* written at bin_close */
+    put_be32(b->data + b->len, p ? (uint32_t)n : UINT32_MAX);
+    b->len += 4;
+    if (p && n > 0) memcpy(b->data + b->len, p, n);
+    if (p) b->len += n;
+    else b->has_null = true;
+    b->nelem++;
+    return 0;
+}
+
+static int bin_i64(sbuf *b, int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    char t[8];
+    for (int i = 0; i < 8; i++) t[i] = (char)(u >> (56 - 8 * i));
+    return bin_elem(b, t, sizeof t);
+}
+
+/* Out of the column's range is an error, as the server's int4 and int2
+ * input functions make it for a text literal. */
+static int bin_i32(sbuf *b, int64_t v)
+{
+    if (v < INT32_MIN || v > INT32_MAX) return -1;
+    char t[4];
+    put_be32(t, (uint32_t)(int32_t)v);
+    return bin_elem(b, t, sizeof t);
+}
+
+static int bin_i16(sbuf *b, int64_t v)
+{
+    if (v < INT16_MIN || v > INT16_MAX) return -1;
+    uint16_t u = (uint16_t)(int16_t)v;
+    char t[2] = {(char)(u >> 8), (char)u};
+    return bin_elem(b, t, sizeof t);
+}
+
+/* uuid's binary form is its 16 bytes, most significant first: id128's. */
+static int bin_id(sbuf *b, const id128 *id)
+{
+    return bin_elem(b, id->bytes, sizeof id->bytes);
+}
+
+static int bin_id_or_null(sbuf *b, const id128 *id)
+{
+    return bin_elem(b, id128_is_zero(id) ? NULL : id->bytes, sizeof id->bytes);
+}
+
+/* text's binary form is its bytes (the server still checks encoding). */
+static int bin_text_or_null(sbuf *b, const char *p, size_t n)
+{
+    return bin_elem(b, p, p ? n : 0);
+}
+
+static int bin_close(sbuf *b)
+{
+    mrd_assert(b->binary);
+    if (b->len == 0) {
+        if (sb_reserve(b, 12) < 0) return -1;
+        put_be32(b->data, 0); /* ndim 0: empty */
+        put_be32(b->data + 4, 0);
+        put_be32(b->data + 8, b->elem_oid);
+        b->len = 12;
+        return 0;
     }
-    *w++ = '"';
-    b->len = (size_t)(w - b->data);
-    b->data[b->len] = '\0';
+    mrd_assert(b->len >= BIN_HEADER_BYTES);
+    put_be32(b->data, 1);
+    put_be32(b->data + 4, b->has_null ? 1 : 0);
+    put_be32(b->data + 8, b->elem_oid);
+    put_be32(b->data + 12, b->nelem);
+    put_be32(b->data + 16, 1); /* lower bound */
     return 0;
 }
 
@@ -441,6 +551,8 @@ int store_reconnect(store *s)
     mrd_assert(s);
     if (s->conn) PQfinish(s->conn);
     s->ledgers_loaded = false;
+    s->prepared = 0;
+    s->session_ready = false;
     s->conn = open_conn(s->dsn);
     if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
         const char *m = s->conn ? PQerrorMessage(s->conn) : "out of memory";
@@ -473,12 +585,44 @@ void store_set_fence(store *s, int64_t epoch)
 /* ------------------------------------------------------------------ */
 /* Pipelines and error mapping                                         */
 
+/* The statements of the commit path that are prepared once per
+ * connection (named "mrd_<n>"); 0 is a statement sent unprepared (BEGIN
+ * and COMMIT: nothing to plan). A bit of store.prepared per query. */
+typedef enum {
+    Q_NONE = 0,
+    Q_FENCE,
+    Q_LOAD_TRANSFERS,
+    Q_LOCK_ACCOUNTS,
+    Q_LOAD_PENDING,
+    Q_LOAD_CUSTOMERS,
+    Q_LOAD_LEDGERS,
+    Q_INSERT_ACCOUNTS,
+    Q_INSERT_TRANSFERS,
+    Q_UPDATE_BALANCES,
+    Q_UPSERT_PENDING,
+    Q_INSERT_BALANCES,
+    Q_COUNT
+} query_id;
+
 typedef struct stmt {
     const char *what; /* for logs */
-    const char *sql;
+    query_id query;   /* Q_NONE: sent unprepared */
+    const char *sql;  /* the same text every time for one query */
     int nparams;
     const char *values[STORE_PARAMS_MAX];
+    int lengths[STORE_PARAMS_MAX]; /* of binary values */
+    int formats[STORE_PARAMS_MAX]; /* 0 text, 1 binary */
 } stmt;
+
+/* Parameter k of x is the contents of b (closed). */
+static void stmt_param(stmt *x, int k, const sbuf *b)
+{
+    mrd_assert(k >= 0 && k < x->nparams && k < STORE_PARAMS_MAX);
+    mrd_assert(b->len <= (size_t)INT_MAX);
+    x->values[k] = b->data;
+    x->lengths[k] = (int)b->len;
+    x->formats[k] = b->binary ? 1 : 0;
+}
 
 static bool conn_lost(const store *s)
 {
@@ -527,47 +671,92 @@ static store_status classify(store *s, const PGresult *r, const char *what)
     return STORE_FATAL;
 }
 
+/* Name of query q's prepared statement. */
+static void query_name(query_id q, char name[16])
+{
+    mrd_assert(q > Q_NONE && q < Q_COUNT);
+    snprintf(name, 16, "mrd_%d", (int)q);
+}
+
 /* Send n statements and one sync, read every result into out[] (the
  * caller clears them). commit_index is the index of COMMIT or -1.
- * Returns STORE_OK when every statement succeeded. */
+ * A statement whose query is not yet prepared on this connection is
+ * preceded, in the same pipeline, by its Parse (PQsendPrepare); it is
+ * marked prepared once the server accepted it, so the first commit on
+ * a connection costs no extra round trip. Returns STORE_OK when every
+ * statement succeeded. */
 static store_status pipeline_run(store *s, const stmt *st, int n, PGresult **out,
                                  int commit_index)
 {
+    _Static_assert(Q_COUNT <= 32, "store.prepared holds one bit per query");
     mrd_assert(n > 0 && n <= STORE_STMTS_MAX);
-    for (int i = 0; i < n; i++) out[i] = NULL;
+    /* Slots in send order: a statement's prepare (if any), then it. */
+    struct {
+        int stmt;
+        bool prepare;
+    } slot[2 * STORE_STMTS_MAX];
+    PGresult *prep[STORE_STMTS_MAX];
+    int nslots = 0;
+    for (int i = 0; i < n; i++) {
+        out[i] = NULL;
+        prep[i] = NULL;
+        query_id q = st[i].query;
+        mrd_assert(q >= Q_NONE && q < Q_COUNT);
+        if (q != Q_NONE && !(s->prepared & (1u << q))) {
+            bool twice = false; /* a query prepared earlier in this pipeline */
+            for (int j = 0; j < i; j++) twice = twice || st[j].query == q;
+            mrd_assert(!twice);
+            slot[nslots].stmt = i;
+            slot[nslots++].prepare = true;
+        }
+        slot[nslots].stmt = i;
+        slot[nslots++].prepare = false;
+    }
     if (conn_lost(s)) return STORE_CONN;
     if (!PQenterPipelineMode(s->conn)) {
         log_warn(COMP, "cannot enter pipeline mode: %s", PQerrorMessage(s->conn));
         return conn_lost(s) ? STORE_CONN : STORE_FATAL;
     }
     int sent = 0;
-    for (; sent < n; sent++) {
-        if (sent == commit_index) s->commit_sent = true;
-        if (!PQsendQueryParams(s->conn, st[sent].sql, st[sent].nparams, NULL,
-                               st[sent].values, NULL, NULL, 0))
-            break;
+    for (; sent < nslots; sent++) {
+        const stmt *x = &st[slot[sent].stmt];
+        char name[16];
+        int ok;
+        if (slot[sent].stmt == commit_index) s->commit_sent = true;
+        if (x->query == Q_NONE) {
+            ok = PQsendQueryParams(s->conn, x->sql, x->nparams, NULL, x->values, NULL, NULL, 0);
+        } else {
+            query_name(x->query, name);
+            ok = slot[sent].prepare
+                     ? PQsendPrepare(s->conn, name, x->sql, x->nparams, NULL)
+                     : PQsendQueryPrepared(s->conn, name, x->nparams, x->values,
+                                                   x->lengths, x->formats, 0);
+        }
+        if (!ok) break;
     }
-    if (sent < n) {
+    if (sent < nslots) {
         /* Nothing was flushed by a failing send unless libpq's buffer
          * filled; treat like a lost connection (ambiguous once COMMIT
          * was queued). */
-        log_warn(COMP, "cannot send %s: %s", st[sent].what, PQerrorMessage(s->conn));
+        log_warn(COMP, "cannot send %s: %s", st[slot[sent].stmt].what,
+                 PQerrorMessage(s->conn));
         if (!conn_lost(s)) PQpipelineSync(s->conn);
     } else if (!PQpipelineSync(s->conn)) {
         log_warn(COMP, "cannot send pipeline: %s", PQerrorMessage(s->conn));
     }
 
-    /* Read one result per statement (each followed by NULL), then the
-     * sync. An aborted pipeline yields PGRES_PIPELINE_ABORTED. */
+    /* Read one result per slot (each followed by NULL), then the sync.
+     * An aborted pipeline yields PGRES_PIPELINE_ABORTED. */
     bool broken = false;
     for (int i = 0; i < sent && !broken; i++) {
+        PGresult **dst = slot[i].prepare ? &prep[slot[i].stmt] : &out[slot[i].stmt];
         int k = 0;
         for (PGresult *r; (r = PQgetResult(s->conn)) != NULL;) {
-            if (k++ == 0) out[i] = r;
+            if (k++ == 0) *dst = r;
             else PQclear(r);
             if (k > STORE_RESULTS_PER_STMT_MAX) break;
         }
-        if (!out[i] || conn_lost(s)) broken = true;
+        if (!*dst || conn_lost(s)) broken = true;
     }
     if (!broken && !conn_lost(s)) {
         PGresult *r = PQgetResult(s->conn);
@@ -576,28 +765,46 @@ static store_status pipeline_run(store *s, const stmt *st, int n, PGresult **out
     }
     if (!conn_lost(s) && !PQexitPipelineMode(s->conn)) broken = true;
 
-    /* The first statement that failed decides: an error result means
-     * the transaction was aborted there and nothing was committed. */
-    for (int i = 0; i < n; i++) {
-        if (!out[i]) break;
-        ExecStatusType es = PQresultStatus(out[i]);
-        if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) continue;
+    /* The first slot that failed decides: an error result means the
+     * transaction was aborted there and nothing was committed. */
+    store_status rc = STORE_OK;
+    bool decided = false;
+    for (int i = 0; i < nslots && !decided; i++) {
+        int si = slot[i].stmt;
+        const PGresult *r = slot[i].prepare ? prep[si] : out[si];
+        if (!r) break;
+        ExecStatusType es = PQresultStatus(r);
+        if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) {
+            if (slot[i].prepare) s->prepared |= 1u << st[si].query;
+            continue;
+        }
         if (es == PGRES_PIPELINE_ABORTED) continue; /* after the failure */
+        decided = true;
         if (es == PGRES_FATAL_ERROR) {
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (slot[i].prepare && state && !strcmp(state, "42P05")) {
+                /* Already prepared on this session (we lost track of
+                 * an earlier Parse): use it, and run the batch again. */
+                log_warn(COMP, "statement for %s was already prepared; retrying", st[si].what);
+                s->prepared |= 1u << st[si].query;
+                rc = STORE_RETRY;
+                break;
+            }
             /* An error the server sent for a statement before COMMIT
              * aborted the transaction: nothing was committed. One that
              * libpq made up (no SQLSTATE: the connection broke) or one
              * on COMMIT itself proves nothing once COMMIT was sent. */
-            store_status c = classify(s, out[i], st[i].what);
-            if (c == STORE_CONN && commit_index >= 0 && i >= commit_index)
-                c = STORE_AMBIGUOUS;
-            return c;
+            rc = classify(s, r, st[si].what);
+            if (rc == STORE_CONN && commit_index >= 0 && si >= commit_index)
+                rc = STORE_AMBIGUOUS;
+            break;
         }
-        log_error(COMP, "unexpected result status %s during %s",
-                  PQresStatus(es), st[i].what);
-        return STORE_FATAL;
+        log_error(COMP, "unexpected result status %s during %s", PQresStatus(es), st[si].what);
+        rc = STORE_FATAL;
     }
-    if (sent < n || broken || !out[n - 1]) {
+    for (int i = 0; i < n; i++) PQclear(prep[i]);
+    if (decided) return rc;
+    if (sent < nslots || broken || !out[n - 1]) {
         if (conn_lost(s)) return lost_status(s);
         log_error(COMP, "incomplete pipeline result during %s: %s",
                   st[0].what, PQerrorMessage(s->conn));
@@ -620,6 +827,8 @@ static void rollback_quietly(store *s)
     if (conn_lost(s)) return;
     if (PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF) {
         /* pipeline_run always drains; if it could not, start over. */
+        s->prepared = 0;
+        s->session_ready = false;
         PQreset(s->conn);
         return;
     }
@@ -740,12 +949,12 @@ static store_status load_transfers(store *s)
     s->loaded_res = NULL;
     s->loaded_count = 0;
 
-    sbuf *ids = buf_take(s);
+    sbuf *ids = bin_take(s, OID_UUID);
     for (size_t i = 0; i < s->event_ids.count; i++)
-        if (sb_id(ids, &s->event_ids.ids[i]) < 0) goto oom;
+        if (bin_id(ids, &s->event_ids.ids[i]) < 0) goto oom;
     for (size_t i = 0; i < s->pend_ids.count; i++)
-        if (sb_id(ids, &s->pend_ids.ids[i]) < 0) goto oom;
-    if (sb_close(ids) < 0) goto oom;
+        if (bin_id(ids, &s->pend_ids.ids[i]) < 0) goto oom;
+    if (bin_close(ids) < 0) goto oom;
 
     /* With fencing on, the epoch check rides in the same round trip,
      * inside the transaction and before anything is written. */
@@ -754,15 +963,15 @@ static store_status load_transfers(store *s)
     st[nst++] = (stmt){.what = "begin", .sql = "BEGIN ISOLATION LEVEL READ COMMITTED"};
     if (s->fence_epoch > 0) {
         i_fence = nst;
-        st[nst++] = (stmt){.what = "fencing check",
+        st[nst++] = (stmt){.what = "fencing check", .query = Q_FENCE,
                            .sql = "SELECT epoch FROM meridian_fencing WHERE id = 1"};
     }
     int i_load = nst;
-    st[nst++] = (stmt){.what = "load transfers",
+    st[nst++] = (stmt){.what = "load transfers", .query = Q_LOAD_TRANSFERS,
                        .sql = "SELECT " TRANSFER_COLS " FROM transfers WHERE id = ANY($1::uuid[]) "
                               "ORDER BY id",
-                       .nparams = 1,
-                       .values = {ids->data}};
+                       .nparams = 1};
+    stmt_param(&st[i_load], 0, ids);
     PGresult *res[3];
     store_status rc = pipeline_run(s, st, nst, res, -1);
     if (rc != STORE_OK) {
@@ -845,45 +1054,45 @@ static store_status load_locked(store *s, ledger_batch *b, const store_request *
 
     stmt st[4];
     int nst = 0, i_acct = -1, i_pend = -1, i_cust = -1, i_ledg = -1;
-    sbuf *acct = buf_take(s);
+    sbuf *acct = bin_take(s, OID_UUID);
     for (size_t i = 0; i < s->acct_ids.count; i++)
-        if (sb_id(acct, &s->acct_ids.ids[i]) < 0) goto oom;
-    if (sb_close(acct) < 0) goto oom;
+        if (bin_id(acct, &s->acct_ids.ids[i]) < 0) goto oom;
+    if (bin_close(acct) < 0) goto oom;
     i_acct = nst;
-    st[nst++] = (stmt){.what = "lock accounts",
+    st[nst++] = (stmt){.what = "lock accounts", .query = Q_LOCK_ACCOUNTS,
                        .sql = "SELECT " ACCOUNT_COLS " FROM accounts WHERE id = "
                               "ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-                       .nparams = 1,
-                       .values = {acct->data}};
+                       .nparams = 1};
+    stmt_param(&st[i_acct], 0, acct);
     if (s->pend_ids.count > 0) {
-        sbuf *pend = buf_take(s);
+        sbuf *pend = bin_take(s, OID_UUID);
         for (size_t i = 0; i < s->pend_ids.count; i++)
-            if (sb_id(pend, &s->pend_ids.ids[i]) < 0) goto oom;
-        if (sb_close(pend) < 0) goto oom;
+            if (bin_id(pend, &s->pend_ids.ids[i]) < 0) goto oom;
+        if (bin_close(pend) < 0) goto oom;
         i_pend = nst;
-        st[nst++] = (stmt){.what = "load pending state",
+        st[nst++] = (stmt){.what = "load pending state", .query = Q_LOAD_PENDING,
                            .sql = "SELECT id, status, expires_at_us, amount_posted "
                                   "FROM pending_transfers WHERE id = ANY($1::uuid[]) "
                                   "ORDER BY id",
-                           .nparams = 1,
-                           .values = {pend->data}};
+                           .nparams = 1};
+        stmt_param(&st[i_pend], 0, pend);
     }
     if (has_accounts) {
-        sbuf *cust = buf_take(s);
+        sbuf *cust = bin_take(s, OID_INT8);
         for (size_t r = 0; r < n; r++)
             for (size_t i = 0; reqs[r].kind == STORE_REQ_ACCOUNTS && i < reqs[r].count; i++)
-                if (sb_i64(cust, reqs[r].accounts[i].customer_id) < 0) goto oom;
-        if (sb_close(cust) < 0) goto oom;
+                if (bin_i64(cust, reqs[r].accounts[i].customer_id) < 0) goto oom;
+        if (bin_close(cust) < 0) goto oom;
         i_cust = nst;
-        st[nst++] = (stmt){.what = "load customers",
+        st[nst++] = (stmt){.what = "load customers", .query = Q_LOAD_CUSTOMERS,
                            .sql = "SELECT id FROM customers WHERE id = ANY($1::int8[]) "
                                   "ORDER BY id FOR KEY SHARE",
-                           .nparams = 1,
-                           .values = {cust->data}};
+                           .nparams = 1};
+        stmt_param(&st[i_cust], 0, cust);
     }
     if (need_ledgers) {
         i_ledg = nst;
-        st[nst++] = (stmt){.what = "load ledgers",
+        st[nst++] = (stmt){.what = "load ledgers", .query = Q_LOAD_LEDGERS,
                            .sql = "SELECT id FROM ledgers ORDER BY id LIMIT 4097"};
     }
 
@@ -1074,53 +1283,60 @@ static store_status write_and_commit(store *s, ledger_batch *b)
     s->bufs_used = 0; /* the reads' parameters are no longer referenced */
 
     if (n_nacc > 0) {
+        static const uint32_t oid[13] = {OID_UUID, OID_INT8, OID_INT4, OID_INT4, OID_INT4,
+                                         OID_INT8, OID_INT8, OID_INT8, OID_INT8, OID_UUID,
+                                         OID_INT8, OID_INT4, OID_INT8};
         sbuf *c[13];
-        for (int k = 0; k < 13; k++) c[k] = buf_take(s);
+        for (int k = 0; k < 13; k++) c[k] = bin_take(s, oid[k]);
         for (size_t i = 0; i < n_nacc; i++) {
             const ledger_account *a = nacc[i];
-            if (sb_id(c[0], &a->id) < 0 || sb_i64(c[1], a->customer_id) < 0 ||
-                sb_i64(c[2], a->ledger) < 0 || sb_i64(c[3], a->code) < 0 ||
-                sb_i64(c[4], (int64_t)a->flags) < 0 || sb_i64(c[5], 0) < 0 ||
-                sb_i64(c[6], 0) < 0 || sb_i64(c[7], 0) < 0 || sb_i64(c[8], 0) < 0 ||
-                sb_id(c[9], &a->user_data_128) < 0 || sb_i64(c[10], a->user_data_64) < 0 ||
-                sb_i64(c[11], a->user_data_32) < 0 || sb_i64(c[12], account_ts(s, a)) < 0)
+            if (bin_id(c[0], &a->id) < 0 || bin_i64(c[1], a->customer_id) < 0 ||
+                bin_i32(c[2], a->ledger) < 0 || bin_i32(c[3], a->code) < 0 ||
+                bin_i32(c[4], (int64_t)a->flags) < 0 || bin_i64(c[5], 0) < 0 ||
+                bin_i64(c[6], 0) < 0 || bin_i64(c[7], 0) < 0 || bin_i64(c[8], 0) < 0 ||
+                bin_id(c[9], &a->user_data_128) < 0 || bin_i64(c[10], a->user_data_64) < 0 ||
+                bin_i32(c[11], a->user_data_32) < 0 || bin_i64(c[12], account_ts(s, a)) < 0)
                 goto oom;
             if (account_ts(s, a) >= s->ts_floor_us) s->ts_floor_us = account_ts(s, a) + 1;
         }
         i_nacc = nst;
         stmt *x = &st[nst++];
-        *x = (stmt){.what = "insert accounts",
+        *x = (stmt){.what = "insert accounts", .query = Q_INSERT_ACCOUNTS,
                     .sql = "INSERT INTO accounts (" ACCOUNT_COLS ") SELECT * FROM unnest("
                            "$1::uuid[], $2::int8[], $3::int4[], $4::int4[], $5::int4[], "
                            "$6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::uuid[], "
                            "$11::int8[], $12::int4[], $13::int8[])",
                     .nparams = 13};
         for (int k = 0; k < 13; k++) {
-            if (sb_close(c[k]) < 0) goto oom;
-            x->values[k] = c[k]->data;
+            if (bin_close(c[k]) < 0) goto oom;
+            stmt_param(x, k, c[k]);
         }
     }
     if (n_ntr > 0) {
+        static const uint32_t oid[15] = {OID_UUID, OID_UUID, OID_UUID, OID_UUID, OID_INT8,
+                                         OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_UUID,
+                                         OID_INT8, OID_INT4, OID_TEXT, OID_INT8, OID_INT8};
         sbuf *c[15];
-        for (int k = 0; k < 15; k++) c[k] = buf_take(s);
+        for (int k = 0; k < 15; k++) c[k] = bin_take(s, oid[k]);
         for (size_t i = 0; i < n_ntr; i++) {
             const ledger_transfer *t = ntr[i];
-            if (sb_id(c[0], &t->id) < 0 || sb_id(c[1], &t->debit_account_id) < 0 ||
-                sb_id(c[2], &t->credit_account_id) < 0 ||
-                sb_id_or_null(c[3], &t->pending_id) < 0 || sb_i64(c[4], t->amount) < 0 ||
-                sb_i64(c[5], t->ledger) < 0 || sb_i64(c[6], t->code) < 0 ||
-                sb_i64(c[7], (int64_t)t->flags) < 0 || sb_i64(c[8], (int64_t)t->timeout_s) < 0 ||
-                sb_id(c[9], &t->user_data_128) < 0 || sb_i64(c[10], t->user_data_64) < 0 ||
-                sb_i64(c[11], t->user_data_32) < 0 ||
-                sb_text_or_null(c[12], t->metadata, t->metadata_len) < 0 ||
-                sb_i64(c[13], t->customer_id) < 0 || sb_i64(c[14], t->timestamp_us) < 0)
+            if (bin_id(c[0], &t->id) < 0 || bin_id(c[1], &t->debit_account_id) < 0 ||
+                bin_id(c[2], &t->credit_account_id) < 0 ||
+                bin_id_or_null(c[3], &t->pending_id) < 0 || bin_i64(c[4], t->amount) < 0 ||
+                bin_i32(c[5], t->ledger) < 0 || bin_i32(c[6], t->code) < 0 ||
+                bin_i32(c[7], (int64_t)t->flags) < 0 ||
+                bin_i32(c[8], (int64_t)t->timeout_s) < 0 ||
+                bin_id(c[9], &t->user_data_128) < 0 || bin_i64(c[10], t->user_data_64) < 0 ||
+                bin_i32(c[11], t->user_data_32) < 0 ||
+                bin_text_or_null(c[12], t->metadata, t->metadata_len) < 0 ||
+                bin_i64(c[13], t->customer_id) < 0 || bin_i64(c[14], t->timestamp_us) < 0)
                 goto oom;
             if (t->timestamp_us >= s->ts_floor_us) s->ts_floor_us = t->timestamp_us + 1;
         }
         i_ntr = nst;
         stmt *x = &st[nst++];
         /* WITH ORDINALITY ... ORDER BY: seq follows application order. */
-        *x = (stmt){.what = "insert transfers",
+        *x = (stmt){.what = "insert transfers", .query = Q_INSERT_TRANSFERS,
                     .sql = "INSERT INTO transfers (" TRANSFER_COLS ") "
                            "SELECT a, b, c, d, e, f, g, h, i, j, k, l, m, n, o FROM unnest("
                            "$1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int8[], "
@@ -1130,31 +1346,31 @@ static store_status write_and_commit(store *s, ledger_batch *b)
                            "ord) ORDER BY ord",
                     .nparams = 15};
         for (int k = 0; k < 15; k++) {
-            if (sb_close(c[k]) < 0) goto oom;
-            x->values[k] = c[k]->data;
+            if (bin_close(c[k]) < 0) goto oom;
+            stmt_param(x, k, c[k]);
         }
     }
     if (n_chg > 0) {
         sbuf *c[5];
-        for (int k = 0; k < 5; k++) c[k] = buf_take(s);
+        for (int k = 0; k < 5; k++) c[k] = bin_take(s, k == 0 ? OID_UUID : OID_INT8);
         for (size_t i = 0; i < n_chg; i++) {
             const ledger_account *a = chg[i];
-            if (sb_id(c[0], &a->id) < 0 || sb_i64(c[1], a->debits_pending) < 0 ||
-                sb_i64(c[2], a->debits_posted) < 0 || sb_i64(c[3], a->credits_pending) < 0 ||
-                sb_i64(c[4], a->credits_posted) < 0)
+            if (bin_id(c[0], &a->id) < 0 || bin_i64(c[1], a->debits_pending) < 0 ||
+                bin_i64(c[2], a->debits_posted) < 0 || bin_i64(c[3], a->credits_pending) < 0 ||
+                bin_i64(c[4], a->credits_posted) < 0)
                 goto oom;
         }
         i_chg = nst;
         stmt *x = &st[nst++];
-        *x = (stmt){.what = "update balances",
+        *x = (stmt){.what = "update balances", .query = Q_UPDATE_BALANCES,
                     .sql = "UPDATE accounts a SET debits_pending = u.dp, debits_posted = "
                            "u.dpo, credits_pending = u.cp, credits_posted = u.cpo FROM "
                            "unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], "
                            "$5::int8[]) AS u(id, dp, dpo, cp, cpo) WHERE a.id = u.id",
                     .nparams = 5};
         for (int k = 0; k < 5; k++) {
-            if (sb_close(c[k]) < 0) goto oom;
-            x->values[k] = c[k]->data;
+            if (bin_close(c[k]) < 0) goto oom;
+            stmt_param(x, k, c[k]);
         }
     }
     size_t n_pc_unique = 0;
@@ -1166,21 +1382,22 @@ static store_status write_and_commit(store *s, ledger_batch *b)
             goto oom;
         for (size_t i = 0; i < n_pc; i++) s->order[i] = i;
         qsort_r(s->order, n_pc, sizeof(size_t), cmp_change_order, (void *)pc);
+        static const uint32_t oid[4] = {OID_UUID, OID_INT2, OID_INT8, OID_INT8};
         sbuf *c[4];
-        for (int k = 0; k < 4; k++) c[k] = buf_take(s);
+        for (int k = 0; k < 4; k++) c[k] = bin_take(s, oid[k]);
         for (size_t i = 0; i < n_pc; i++) {
             const ledger_pending_change *x = &pc[s->order[i]];
             if (i + 1 < n_pc && id128_equal(&x->pending_id, &pc[s->order[i + 1]].pending_id))
                 continue;
             n_pc_unique++;
-            if (sb_id(c[0], &x->pending_id) < 0 || sb_i64(c[1], x->state.status) < 0 ||
-                sb_i64(c[2], x->state.expires_at_us) < 0 ||
-                sb_i64(c[3], x->state.amount_posted) < 0)
+            if (bin_id(c[0], &x->pending_id) < 0 || bin_i16(c[1], x->state.status) < 0 ||
+                bin_i64(c[2], x->state.expires_at_us) < 0 ||
+                bin_i64(c[3], x->state.amount_posted) < 0)
                 goto oom;
         }
         i_pc = nst;
         stmt *x = &st[nst++];
-        *x = (stmt){.what = "upsert pending state",
+        *x = (stmt){.what = "upsert pending state", .query = Q_UPSERT_PENDING,
                     .sql = "INSERT INTO pending_transfers (id, status, expires_at_us, "
                            "amount_posted) SELECT * FROM unnest($1::uuid[], $2::int2[], "
                            "$3::int8[], $4::int8[]) ON CONFLICT (id) DO UPDATE SET status "
@@ -1188,31 +1405,31 @@ static store_status write_and_commit(store *s, ledger_batch *b)
                            "amount_posted = EXCLUDED.amount_posted",
                     .nparams = 4};
         for (int k = 0; k < 4; k++) {
-            if (sb_close(c[k]) < 0) goto oom;
-            x->values[k] = c[k]->data;
+            if (bin_close(c[k]) < 0) goto oom;
+            stmt_param(x, k, c[k]);
         }
     }
     if (n_bal > 0) {
         sbuf *c[7];
-        for (int k = 0; k < 7; k++) c[k] = buf_take(s);
+        for (int k = 0; k < 7; k++) c[k] = bin_take(s, k < 2 ? OID_UUID : OID_INT8);
         for (size_t i = 0; i < n_bal; i++) {
             const ledger_balance_row *r = &bal[i];
-            if (sb_id(c[0], &r->account_id) < 0 || sb_id(c[1], &r->transfer_id) < 0 ||
-                sb_i64(c[2], r->timestamp_us) < 0 || sb_i64(c[3], r->debits_pending) < 0 ||
-                sb_i64(c[4], r->debits_posted) < 0 || sb_i64(c[5], r->credits_pending) < 0 ||
-                sb_i64(c[6], r->credits_posted) < 0)
+            if (bin_id(c[0], &r->account_id) < 0 || bin_id(c[1], &r->transfer_id) < 0 ||
+                bin_i64(c[2], r->timestamp_us) < 0 || bin_i64(c[3], r->debits_pending) < 0 ||
+                bin_i64(c[4], r->debits_posted) < 0 || bin_i64(c[5], r->credits_pending) < 0 ||
+                bin_i64(c[6], r->credits_posted) < 0)
                 goto oom;
         }
         stmt *x = &st[nst++];
-        *x = (stmt){.what = "insert balance history",
+        *x = (stmt){.what = "insert balance history", .query = Q_INSERT_BALANCES,
                     .sql = "INSERT INTO account_balances (account_id, transfer_id, "
                            "timestamp_us, debits_pending, debits_posted, credits_pending, "
                            "credits_posted) SELECT * FROM unnest($1::uuid[], $2::uuid[], "
                            "$3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])",
                     .nparams = 7};
         for (int k = 0; k < 7; k++) {
-            if (sb_close(c[k]) < 0) goto oom;
-            x->values[k] = c[k]->data;
+            if (bin_close(c[k]) < 0) goto oom;
+            stmt_param(x, k, c[k]);
         }
     }
     int i_commit = nst;
@@ -1242,9 +1459,29 @@ static store_status write_and_commit(store *s, ledger_batch *b)
     clear_results(res, nst);
     return rc;
 oom:
-    log_error(COMP, "out of memory (or over %u bytes) building write parameters",
-              STORE_PARAM_BYTES_MAX);
+    log_error(COMP, "cannot build write parameters: out of memory, over %u bytes, or a "
+                    "value out of its column's range", STORE_PARAM_BYTES_MAX);
     return STORE_FATAL;
+}
+
+/* Once per connection, before its first commit: plan every execution
+ * of the prepared statements with its actual parameters (a custom plan),
+ * as the unprepared statements were. A generic plan is cached once and
+ * kept until the table's statistics change; one built while a table was
+ * small (a new database) scans it sequentially for every lookup as it
+ * grows. Preparing still saves parsing and analysis, the larger part.
+ * Returns STORE_OK, or STORE_CONN when the connection broke; any other
+ * failure is logged and ignored (it costs speed, not correctness). */
+static store_status session_setup(store *s)
+{
+    PGresult *r = PQexec(s->conn, "SET plan_cache_mode = force_custom_plan");
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok && !conn_lost(s))
+        log_warn(COMP, "cannot set plan_cache_mode: %s", PQerrorMessage(s->conn));
+    PQclear(r);
+    if (!ok && conn_lost(s)) return STORE_CONN;
+    s->session_ready = true;
+    return STORE_OK;
 }
 
 store_status store_commit_batch(store *s, ledger_batch *b, store_request *reqs,
@@ -1269,6 +1506,7 @@ store_status store_commit_batch(store *s, ledger_batch *b, store_request *reqs,
     ledger_batch_reset(b);
     if (conn_lost(s)) return STORE_CONN;
     rollback_quietly(s);
+    if (!s->session_ready && session_setup(s) != STORE_OK) return STORE_CONN;
     if (now_us < s->ts_floor_us) now_us = s->ts_floor_us;
     s->last_now_us = now_us;
 
