@@ -30,7 +30,7 @@ const char *const cli_config_keys[] = {
     "max_connections", "api_key_pepper",
     "log_level",       "log_format",
     "expire_interval_ms", "cell",
-    "etcd",            "failover_wait_ms", "region",
+    "etcd",            "failover_wait_ms", "region", "global_standby_names", "global_wait_ms",
     NULL,
 };
 

@@ -86,6 +86,9 @@ typedef struct ledger_transfer {
     size_t metadata_len;
     int64_t customer_id;  /* who asked: > 0 a customer, 0 the admin scope */
     int64_t timestamp_us; /* set by the engine when the event is applied */
+    /* Delivery, not a field of the transfer (never stored or compared):
+     * acknowledge only once a cross-region standby has flushed it. */
+    bool durability_global;
 } ledger_transfer;
 
 /* State of a pending transfer, kept beside the immutable transfer row. */

@@ -48,6 +48,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -1659,4 +1661,46 @@ int store_expired_pending(store *s, int64_t now_us, id128 *out, size_t max)
 out:
     PQclear(r);
     return count;
+}
+
+int store_wait_global(store *s, const char *standby_names, int timeout_ms)
+{
+    mrd_assert(s != NULL && timeout_ms >= 0);
+    if (conn_lost(s)) return -1;
+    /* Everything committed so far on this connection is at or before the
+     * current flush position. */
+    PGresult *r = PQexec(s->conn, "SELECT pg_current_wal_flush_lsn()");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        log_warn(COMP, "cannot read the flush LSN: %s", PQerrorMessage(s->conn));
+        PQclear(r);
+        return -1;
+    }
+    char lsn[64];
+    snprintf(lsn, sizeof lsn, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    const char *names = standby_names != NULL && standby_names[0] != '\0' ? standby_names : NULL;
+    const char *vals[2] = {lsn, names};
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        r = PQexecParams(s->conn,
+                         "SELECT count(*) FROM pg_stat_replication WHERE flush_lsn >= $1::pg_lsn "
+                         "AND CASE WHEN $2::text IS NULL THEN sync_state = 'async' "
+                         "ELSE application_name = ANY (string_to_array($2::text, ',')) END",
+                         2, NULL, vals, NULL, NULL, 0);
+        bool reached = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                       strtol(PQgetvalue(r, 0, 0), NULL, 10) > 0;
+        bool failed = PQresultStatus(r) != PGRES_TUPLES_OK;
+        PQclear(r);
+        if (reached) return 0;
+        if (failed) {
+            log_warn(COMP, "cannot read pg_stat_replication: %s", PQerrorMessage(s->conn));
+            return -1;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t elapsed_ms = (int64_t)(now.tv_sec - start.tv_sec) * 1000 +
+                             (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed_ms >= timeout_ms) return -1;
+        usleep(2000); /* bounded by timeout_ms */
+    }
 }

@@ -97,4 +97,13 @@ int store_batch_committed(store *s, const store_request *reqs, size_t n);
  * Returns the count written to out, or -1. */
 int store_expired_pending(store *s, int64_t now_us, id128 *out, size_t max);
 
+/* Per-transfer "global" durability: wait until a cross-region standby
+ * has flushed everything this connection committed. standby_names is a
+ * comma-separated list of application names, or NULL/"" for any
+ * asynchronous standby (the DR standbys: in-region standbys are
+ * quorum-synchronous). Polls pg_stat_replication for at most timeout_ms.
+ * Returns 0 when reached, -1 on timeout or error (the commit itself
+ * stands: only the cross-region confirmation is missing). */
+int store_wait_global(store *s, const char *standby_names, int timeout_ms);
+
 #endif

@@ -195,6 +195,13 @@ static void reply_batcher_error(ctx *c, batcher_status st)
                       "anything already applied answers exists)");
         c->resp->retry_after_s = 1;
         return;
+    case BATCHER_GLOBAL_TIMEOUT:
+        reply_problem(c, 503, "durability_timeout", NULL,
+                      "committed in the home region, but no cross-region standby confirmed it "
+                      "in time, so it is not acknowledged with global durability; retry with "
+                      "the same ids to wait again (they answer exists once applied)");
+        c->resp->retry_after_s = 1;
+        return;
     case BATCHER_OK:
     case BATCHER_INTERNAL:
         break;

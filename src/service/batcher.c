@@ -280,6 +280,51 @@ static void finish(worker *w, size_t n, batcher_status status)
     }
 }
 
+/* Did this request ask for global durability (any of its transfers)? */
+static bool wants_global(const store_request *r)
+{
+    if (r->kind != STORE_REQ_TRANSFERS)
+        return false;
+    for (size_t i = 0; i < r->count; i++)
+        if (r->transfers[i].durability_global)
+            return true;
+    return false;
+}
+
+/* The batch committed: answer every request. Requests that asked for
+ * global durability are answered only after a cross-region standby has
+ * flushed the commit (store_wait_global), the others at once. A retry
+ * of a global request whose first answer timed out gets `exists` and
+ * waits again here, which covers the original commit too. */
+static void finish_committed(worker *w, size_t n)
+{
+    size_t global = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (wants_global(&w->reqs[i])) {
+            global++;
+            continue;
+        }
+        w->jobs[i]->status = BATCHER_OK;
+        sem_post(&w->jobs[i]->done);
+    }
+    if (global == 0)
+        return;
+    const batcher_config *c = &w->owner->cfg;
+    int64_t t0 = mono_us();
+    int rc = store_wait_global(w->st, c->global_standby_names,
+                               c->global_wait_ms > 0 ? c->global_wait_ms : 5000);
+    metrics_global_wait(rc == 0, (double)(mono_us() - t0) / 1e6);
+    if (rc != 0)
+        log_warn(COMP, "%zu global-durability requests not confirmed by a cross-region standby "
+                       "within %d ms", global, c->global_wait_ms > 0 ? c->global_wait_ms : 5000);
+    for (size_t i = 0; i < n; i++) {
+        if (!wants_global(&w->reqs[i]))
+            continue;
+        w->jobs[i]->status = rc == 0 ? BATCHER_OK : BATCHER_GLOBAL_TIMEOUT;
+        sem_post(&w->jobs[i]->done);
+    }
+}
+
 static void report_results(const store_request *reqs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -379,7 +424,7 @@ static void commit_jobs(worker *w, size_t n)
             set_db_up(b, 1);
             metrics_commit_observe(events, (double)(mono_us() - t0) / 1e6);
             report_results(w->reqs, n);
-            finish(w, n, BATCHER_OK);
+            finish_committed(w, n);
             return;
         }
         switch (rc) {
@@ -443,7 +488,7 @@ static void commit_jobs(worker *w, size_t n)
                 set_db_up(b, 1);
                 metrics_commit_observe(events, (double)(mono_us() - t0) / 1e6);
                 report_results(w->reqs, n);
-                finish(w, n, BATCHER_OK);
+                finish_committed(w, n);
                 return;
             }
             if (committed < 0) {

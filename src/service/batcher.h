@@ -37,6 +37,11 @@ typedef struct batcher_config {
     size_t events_max;   /* events per commit, 1..LIMIT_COMMIT_EVENTS_MAX */
     size_t queue_max;    /* queued requests, past it BATCHER_OVERLOADED */
     int expire_interval_ms; /* pending-expiry sweep period; 0 disables */
+    /* Per-transfer "global" durability (store_wait_global): which standbys
+     * count (comma-separated application names; NULL/"" = any asynchronous
+     * standby) and how long a request may wait for one (0 = default 5 s). */
+    const char *global_standby_names;
+    int global_wait_ms;
 } batcher_config;
 
 typedef enum {
@@ -46,6 +51,8 @@ typedef enum {
     BATCHER_STOPPING = -3,    /* shutting down: nothing applied */
     BATCHER_UNKNOWN = -4,     /* outcome could not be settled: retry with the same ids */
     BATCHER_INTERNAL = -5,    /* a bug; logged */
+    BATCHER_GLOBAL_TIMEOUT = -6, /* committed (results valid) but no cross-region
+                                  * standby confirmed it in time: not acknowledged */
 } batcher_status;
 
 /* Start workers connected to cfg->dsn. Returns NULL with a reason in err

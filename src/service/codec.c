@@ -62,7 +62,7 @@ _Static_assert((1u << TRANSFER_FLAG_COUNT) - 1u == LEDGER_TF_ALL, "transfer flag
 static const char *const transfer_fields[] = {
     "id", "debit_account_id", "credit_account_id", "pending_id", "amount",
     "ledger", "code", "flags", "timeout_s", "user_data_128", "user_data_64",
-    "user_data_32", "metadata",
+    "user_data_32", "metadata", "durability",
 };
 /* "customer" last: customer keys are checked against all but the last. */
 static const char *const account_fields[] = {
@@ -669,6 +669,18 @@ static int decode_transfer(json_t *v, const char *ptr, int64_t customer_id,
         }
         t->metadata = text; /* owned by the array: codec_transfers_free */
         t->metadata_len = len;
+    }
+    json_t *dur = json_object_get(v, "durability");
+    if (dur != NULL) {
+        char dptr[CODEC_PTR_SIZE];
+        ptr_key(dptr, ptr, "durability");
+        const char *d = json_string_value(dur);
+        if (d == NULL || (strcmp(d, "regional") != 0 && strcmp(d, "global") != 0)) {
+            /* metadata (if any) is freed with the array by the caller */
+            return field_fail(e, 400, "invalid_field", dptr,
+                              "must be \"regional\" (the default) or \"global\"");
+        }
+        t->durability_global = strcmp(d, "global") == 0;
     }
     t->customer_id = customer_id;
     return 0;

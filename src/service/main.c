@@ -47,7 +47,8 @@ static const char *const known_keys[] = {
     "listen",         "dsn",          "workers",           "commit_wait_us",
     "commit_events_max", "read_pool_size", "max_connections", "api_key_pepper",
     "log_level",      "log_format",   "expire_interval_ms", "cell",
-    "etcd",           "failover_wait_ms", "region",
+    "etcd",           "failover_wait_ms", "region", "global_standby_names",
+    "global_wait_ms",
     NULL,
 };
 
@@ -80,7 +81,9 @@ static void usage(FILE *f)
             "\n"
             "Configuration keys: listen, dsn, workers, commit_wait_us, commit_events_max,\n"
             "read_pool_size, max_connections, api_key_pepper (required), log_level,\n"
-            "log_format (logfmt|json), expire_interval_ms, cell, etcd, failover_wait_ms.\n"
+            "log_format (logfmt|json), expire_interval_ms, cell, etcd, failover_wait_ms,\n"
+            "region, global_standby_names (default: any asynchronous standby),\n"
+            "global_wait_ms (default 5000: how long \"durability\": \"global\" waits).\n"
             "Create a file with `meridianctl config init --out FILE`.\n",
             DEFAULT_LISTEN, LIMIT_COMMIT_WAIT_US_MAX, LIMIT_COMMIT_WAIT_US_DEFAULT);
 }
@@ -213,6 +216,8 @@ typedef struct settings {
     long workers, commit_wait_us, commit_events_max, read_pool_size, max_connections;
     long expire_interval_ms;
     long failover_wait_ms;
+    long global_wait_ms;
+    const char *global_standby_names; /* NULL: any asynchronous standby */
     const char *etcd; /* NULL: static route to dsn */
     uint8_t pepper[APIKEY_PEPPER_SIZE];
     log_level level;
@@ -258,6 +263,7 @@ static int read_settings(const config *cfg, const options *o, settings *s)
         {"max_connections", 256, 1, LIMIT_HTTP_CONNECTIONS_MAX, &s->max_connections},
         {"expire_interval_ms", 1000, 0, 3600000, &s->expire_interval_ms},
         {"failover_wait_ms", 15000, 100, 600000, &s->failover_wait_ms},
+        {"global_wait_ms", 5000, 10, 600000, &s->global_wait_ms},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         if (config_get_int(cfg, ints[i].key, ints[i].def, ints[i].min, ints[i].max, ints[i].out,
@@ -294,6 +300,7 @@ static int read_settings(const config *cfg, const options *o, settings *s)
     s->cell = config_get(cfg, "cell");
     if (s->cell == NULL || s->cell[0] == '\0') s->cell = "default";
     s->region = config_get(cfg, "region");
+    s->global_standby_names = config_get(cfg, "global_standby_names");
     s->etcd = config_get(cfg, "etcd");
     if (s->etcd != NULL && s->etcd[0] == '\0') s->etcd = NULL;
     return 0;
@@ -440,6 +447,8 @@ int main(int argc, char **argv)
         .events_max = (size_t)s.commit_events_max,
         .queue_max = LIMIT_QUEUE_REQUESTS_MAX,
         .expire_interval_ms = (int)s.expire_interval_ms,
+        .global_standby_names = s.global_standby_names,
+        .global_wait_ms = (int)s.global_wait_ms,
     };
     bt = batcher_start(&bc, err, sizeof err);
     if (bt == NULL) {

@@ -78,6 +78,7 @@ static struct {
     atomic_int_fast64_t route_epoch;
     atomic_uint_fast64_t route_changes;
     atomic_uint_fast64_t fenced_commits;
+    atomic_uint_fast64_t global_confirmed, global_timeouts, global_wait_ns;
 } m;
 
 static void add(atomic_uint_fast64_t *c, uint64_t v)
@@ -178,6 +179,12 @@ void metrics_route_change(int64_t epoch)
 void metrics_fenced_commit(void)
 {
     add(&m.fenced_commits, 1);
+}
+
+void metrics_global_wait(int confirmed, double seconds)
+{
+    add(confirmed ? &m.global_confirmed : &m.global_timeouts, 1);
+    add(&m.global_wait_ns, seconds > 0 ? (uint64_t)(seconds * 1e9) : 0);
 }
 
 /* ---- Rendering: a bounded growable buffer. */
@@ -352,6 +359,16 @@ char *metrics_render(void)
                (long long)atomic_load_explicit(&m.route_epoch, memory_order_relaxed),
                (unsigned long long)get(&m.route_changes),
                (unsigned long long)get(&m.fenced_commits));
+    out_printf(&o, "# HELP meridian_global_durability_waits_total Waits for a cross-region standby to confirm a commit with global durability, by outcome.\n"
+                   "# TYPE meridian_global_durability_waits_total counter\n"
+                   "meridian_global_durability_waits_total{outcome=\"confirmed\"} %llu\n"
+                   "meridian_global_durability_waits_total{outcome=\"timeout\"} %llu\n"
+                   "# HELP meridian_global_durability_wait_seconds_total Time spent in those waits.\n"
+                   "# TYPE meridian_global_durability_wait_seconds_total counter\n"
+                   "meridian_global_durability_wait_seconds_total %.6f\n",
+               (unsigned long long)get(&m.global_confirmed),
+               (unsigned long long)get(&m.global_timeouts),
+               (double)get(&m.global_wait_ns) / 1e9);
 
     if (o.failed) {
         free(o.data);

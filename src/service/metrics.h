@@ -28,6 +28,10 @@ void metrics_route_change(int64_t epoch);
 /* A commit attempt was refused by the epoch check (STORE_FENCED). */
 void metrics_fenced_commit(void);
 
+/* A wait for per-transfer global durability: confirmed or timed out,
+ * and how long it took. */
+void metrics_global_wait(int confirmed, double seconds);
+
 /* Render everything. Returns a malloc'd NUL-terminated string the caller
  * frees, or NULL on allocation failure. */
 char *metrics_render(void);
