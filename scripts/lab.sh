@@ -445,6 +445,10 @@ cmd_up() {
     "$BUILD/meridianctl" config init --out "$DIR/cells/$c/meridiand.conf" \
       --dsn "user=postgres dbname=meridian" --listen "127.0.0.1:8080" >/dev/null
     printf 'etcd = %s\ncell = %s\n' "$ETCD_DIRECT" "$c" >> "$DIR/cells/$c/meridiand.conf"
+    # "durability": "global" waits for this cell's DR standbys only.
+    local drs
+    drs=$(T --arg c "$c" '[.cells[] | select(.name == $c) | .nodes[] | select(.role == "dr-standby") | .name] | join(",")')
+    [ -n "$drs" ] && echo "global_standby_names = $drs" >> "$DIR/cells/$c/meridiand.conf"
     local count port0 i _c
     while IFS=$'\t' read -r _c r count port0; do
       [ "$_c" = "$c" ] || continue
