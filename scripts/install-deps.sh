@@ -10,7 +10,7 @@ PACKAGES=(
   libcurl4-openssl-dev
   postgresql-15
   etcd-server etcd-client redis-server haproxy
-  curl jq procps iproute2 prometheus
+  curl jq procps iproute2 prometheus bc
 )
 
 missing=()
