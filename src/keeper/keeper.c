@@ -78,6 +78,7 @@ typedef struct keeper {
     /* regional failover inputs (DR standby) */
     int64_t home_seen_at_ms, leader_seen_at_ms, caught_up_at_ms;
     uint64_t leader_flush_lsn; /* as the leader last published it */
+    uint64_t own_primary_lsn;  /* our flush LSN when we last ran as a primary */
 } keeper;
 
 static int64_t mono_ms(void)
@@ -477,6 +478,39 @@ static void write_syncset(keeper *k, const keeper_names *names)
     json_decref(j);
 }
 
+/* rewinds/<epoch>-<node>: what pg_rewind threw away. WAL this node wrote
+ * as a primary past the point where the new primary's history diverged
+ * was never replicated to the synchronous set, so it was never
+ * acknowledged to a client (rule 2) — but it is reported, not dropped
+ * silently: from where, to where, how many bytes. */
+static void report_discarded_wal(keeper *k, const keeper_view *v)
+{
+    uint64_t diverged = 0;
+    if (pgctl_last_rewind_divergence(&k->pg, &diverged) != 0)
+        return; /* nothing was rewound */
+    uint64_t end = k->own_primary_lsn;
+    uint64_t bytes = end > diverged ? end - diverged : 0;
+    char key[KEY_MAX], suffix[96], from[32], to[32];
+    snprintf(from, sizeof from, "%X/%X", (unsigned)(diverged >> 32), (unsigned)diverged);
+    snprintf(to, sizeof to, "%X/%X", (unsigned)(end >> 32), (unsigned)end);
+    snprintf(suffix, sizeof suffix, "rewinds/%020" PRId64 "-%s", v->epoch, k->cfg->node);
+    key_of(k, key, suffix);
+    json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:I, s:I}", "node", k->cfg->node, "epoch",
+                          (json_int_t)v->epoch, "diverged_at", from, "local_end", to,
+                          "discarded_bytes", (json_int_t)bytes, "at_ms", (json_int_t)wall_ms());
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (text != NULL)
+        etcd_put(k->etcd, key, text, strlen(text), 0, NULL);
+    free(text);
+    json_decref(j);
+    if (bytes > 0)
+        log_warn(COMP, "pg_rewind discarded %" PRIu64 " bytes of WAL this node wrote as primary "
+                       "past the divergence at %s (up to %s): never acknowledged, recorded in %s",
+                 bytes, from, to, key);
+    else
+        log_info(COMP, "pg_rewind: diverged at %s, no WAL of ours past it", from);
+}
+
 /* The epoch goes into the ledger database so meridiand can refuse a node
  * whose epoch is not the cell's current one. Local commit: the record is
  * re-written by every promotion, and waiting for a standby here would
@@ -621,6 +655,8 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         if (rc == 0)
             rc = pgctl_rewind(&k->pg, k->leader.host, k->leader.port, err, sizeof err);
         if (rc == 0)
+            report_discarded_wal(k, v);
+        if (rc == 0)
             rc = pgctl_start(&k->pg, 120000, err, sizeof err);
         break;
     case KEEPER_ACT_HANDOVER: {
@@ -763,6 +799,8 @@ static bool loop_once(keeper *k)
     }
     pgctl_state ps;
     pgctl_read_state(&k->pg, &ps);
+    if (ps.running && !ps.in_recovery)
+        k->own_primary_lsn = ps.flush_lsn;
 
     v.now_ms = mono_ms();
     snprintf(v.self, sizeof v.self, "%s", k->cfg->node);

@@ -462,6 +462,30 @@ static uint64_t stopped_checkpoint_lsn(const pgctl_config *cfg)
     return lsn;
 }
 
+int pgctl_last_rewind_divergence(const pgctl_config *cfg, uint64_t *lsn)
+{
+    char path[PGCTL_PATH_MAX], line[512];
+    path_join(path, cfg->basedir, "rewind.log");
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    /* The log is appended to by every rewind: the last answer counts. */
+    int found = -1;
+    for (int i = 0; i < 100000 && fgets(line, sizeof line, f) != NULL; i++) {
+        const char *key = "servers diverged at WAL location ";
+        const char *p = strstr(line, key);
+        if (p != NULL) {
+            char text[64];
+            if (sscanf(p + strlen(key), "%63s", text) == 1 && pgctl_parse_lsn(text, lsn) == 0)
+                found = 0;
+        } else if (strstr(line, "no rewind required") != NULL) {
+            found = -1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out)
 {
     mrd_assert(cfg != NULL && out != NULL);

@@ -68,6 +68,12 @@ bool pgctl_is_standby_dir(const pgctl_config *cfg);
 int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_port,
                  char *err, size_t err_size);
 
+/* After pgctl_rewind: where the source and target histories diverged,
+ * from pg_rewind's log ("servers diverged at WAL location X/Y"). Returns
+ * 0 with *lsn set, or -1 when the last rewind found nothing to rewind or
+ * the log cannot be read. */
+int pgctl_last_rewind_divergence(const pgctl_config *cfg, uint64_t *lsn);
+
 /* Read the node's state. A stopped or unreachable server gives 0 with
  * running = false (and, when stopped, flush_lsn = its last checkpoint's
  * LSN). Returns -1 only on a programming error. */

@@ -219,6 +219,8 @@ check "epoch bumped after the isolation" test "$(epoch)" -gt "$e_before"
 check "every acknowledged row present after the isolation" acked_all_present
 cellsh heal "$I"
 check "healed: the old primary rejoins, cell healthy" wait_healthy 2 90
+rw=$(bash "$src/scripts/etcd.sh" ctl "$cell/etcd" get --prefix --print-value-only /meridian/itest/rewinds/ | grep "\"node\":\"$I\"" | tail -1)
+check "the rejoin reported what pg_rewind discarded (${rw:-none})" bash -c "grep -q '\"diverged_at\"' <<<'$rw' && grep -q '\"discarded_bytes\"' <<<'$rw'"
 
 kill "$workload_pid" 2>/dev/null
 wait "$workload_pid" 2>/dev/null

@@ -178,6 +178,11 @@ static void test_replicate_promote_rewind(void **state)
     /* Rewind n1 onto n2's timeline and start it as n2's standby. */
     if (pgctl_rewind(&n1, "127.0.0.1", n2.port, err, sizeof err) != 0)
         fail_msg("rewind: %s", err);
+    /* The divergence point is read back from pg_rewind's log: it lies
+     * before the row n1 wrote alone (which the rewind discarded). */
+    uint64_t diverged = 0;
+    assert_int_equal(pgctl_last_rewind_divergence(&n1, &diverged), 0);
+    assert_true(diverged > 0);
     if (pgctl_start(&n1, 60000, err, sizeof err) != 0)
         fail_msg("n1 restart: %s", err);
     assert_int_equal(pgctl_read_state(&n1, &st), 0);
