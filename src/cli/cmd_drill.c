@@ -1,9 +1,11 @@
 /*
  * cmd_drill.c — `meridianctl drill node-loss|db-crash|isolate-primary
  * [--runs N] [--cell-dir DIR] [--build DIR] [--clients C] [--readers R]
- * [--accounts K] [--report FILE.json] [--keep] [--json]`: parse the
- * arguments, run the drill (src/drill/drill.c), print the summary and,
- * with --json, the report as the last line of stdout.
+ * [--accounts K] [--report FILE.json] [--keep] [--json]` and
+ * `meridianctl drill region-loss|az-loss --lab [--lab-dir DIR] ...` (the
+ * two-region lab, docs/DRILLS.md "Lab drills"): parse the arguments, run
+ * the drill (src/drill/drill.c), print the summary and, with --json, the
+ * report as the last line of stdout.
  *
  * Exit status: 0 every run passed, 1 a run failed (or the drill could
  * not start), 2 bad arguments or a scenario that cannot run here.
@@ -91,7 +93,8 @@ int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
 {
     const char *runs_s = NULL, *cell_dir = NULL, *build = NULL, *clients_s = NULL;
     const char *readers_s = NULL, *accounts_s = NULL, *report_path = NULL;
-    bool keep = false;
+    const char *lab_dir = NULL;
+    bool keep = false, lab = false;
     const cli_opt opts[] = {
         {.name = "runs", .value = &runs_s},
         {.name = "cell-dir", .value = &cell_dir},
@@ -101,6 +104,8 @@ int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
         {.name = "accounts", .value = &accounts_s},
         {.name = "report", .value = &report_path},
         {.name = "keep", .flag = &keep},
+        {.name = "lab", .flag = &lab},
+        {.name = "lab-dir", .value = &lab_dir},
         {0},
     };
     const char *pos[CLI_POSITIONAL_MAX];
@@ -113,9 +118,20 @@ int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     drill_options_init(&o);
     if (drill_scenario_parse(pos[0], &o.scenario) != 0)
         return cli_usage_error(cmd,
-                               "unknown scenario \"%s\": use node-loss, db-crash or "
-                               "isolate-primary",
+                               "unknown scenario \"%s\": use node-loss, db-crash, "
+                               "isolate-primary or (with --lab) region-loss, az-loss",
                                pos[0]);
+    if (lab_dir != NULL)
+        lab = true;
+    if (drill_scenario_needs_lab(o.scenario) && !lab)
+        return cli_usage_error(cmd, "%s runs on the two-region lab: add --lab [--lab-dir DIR]",
+                               pos[0]);
+    if (!drill_scenario_needs_lab(o.scenario) && lab)
+        return cli_usage_error(cmd, "%s runs on a single cell, not on the lab: drop --lab",
+                               pos[0]);
+    if (lab && (runs_s != NULL || cell_dir != NULL))
+        return cli_usage_error(cmd, "--lab drills make one run on the lab: no --runs or "
+                                    "--cell-dir");
     if (parse_int(cmd, "runs", runs_s, 1, DRILL_RUNS_MAX, &o.runs) != 0 ||
         parse_int(cmd, "clients", clients_s, 1, DRILL_CLIENTS_MAX, &o.clients) != 0 ||
         parse_int(cmd, "readers", readers_s, 0, DRILL_READERS_MAX, &o.readers) != 0 ||
@@ -124,6 +140,8 @@ int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
         return CLI_EXIT_USAGE;
     o.cell_dir = cell_dir;
     o.keep = keep;
+    o.lab = lab;
+    o.lab_dir = lab_dir;
     char self[PATH_MAX];
     if (build == NULL) {
         if (self_dir(self, sizeof self) != 0)
@@ -131,13 +149,13 @@ int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
                             "cannot find the directory of this binary");
         build = self;
     }
-    if (cell_dir == NULL) {
+    if (cell_dir == NULL && lab_dir == NULL) {
         char path[PATH_MAX + 32];
         static const char *const bins[] = {"meridiand", "meridian-keeper", "meridianctl"};
         size_t nbins = sizeof bins / sizeof bins[0];
         for (size_t i = 0; i <= nbins; i++) {
             /* isolate-primary also needs the TCP proxy on the etcd links. */
-            if (i == nbins && o.scenario != DRILL_ISOLATE_PRIMARY)
+            if (i == nbins && o.scenario != DRILL_ISOLATE_PRIMARY && !lab)
                 break;
             snprintf(path, sizeof path, "%s/%s", build, i < nbins ? bins[i] : "meridian-netem");
             if (access(path, X_OK) != 0)

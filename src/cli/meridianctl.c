@@ -215,7 +215,7 @@ static const cli_command root_commands[] = {
      .summary = "Failover drill: bank workload, fault on the leader, RTO/RPO and invariants",
      .usage = "drill node-loss|db-crash|isolate-primary [--runs N] [--cell-dir DIR] "
               "[--build DIR] [--clients C] [--readers R] [--accounts K] [--report FILE] "
-              "[--keep]",
+              "[--keep] | drill region-loss|az-loss --lab [--lab-dir DIR] [...]",
      .help = "Runs a bank workload through meridiand (writers moving money between K\n"
              "accounts, retrying the same id on 503; readers checking that balances sum to\n"
              "zero), injects the fault on the cell's leader, waits until writes are\n"

@@ -28,6 +28,8 @@
 
 #include <jansson.h>
 
+#include "common/mrd_assert.h"
+
 #define CELL_ARGV_MAX 16
 #define CELL_ENV_LINE_BYTES 4096
 #define CELL_SCRIPT_BYTES_MAX (1024 * 1024)
@@ -174,6 +176,19 @@ static void unquote(char *v)
         memmove(v, v + 1, len - 2);
         v[len - 2] = '\0';
     }
+}
+
+/* Undo bash's printf %q for the plain values lab.sh writes (a list of
+ * URLs comes out as "a\\,b"): drop each escaping backslash. */
+static void unescape(char *v)
+{
+    char *out = v;
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p == '\\' && p[1] != '\0')
+            p++;
+        *out++ = *p;
+    }
+    *out = '\0';
 }
 
 static int copy_text(char *dst, size_t size, const char *src)
@@ -400,6 +415,153 @@ int drill_cell_apikey(const drill_cell *c, const char *dsn, const char *customer
         return -1;
     }
     json_decref(j);
+    return 0;
+}
+
+/* ---- the two-region lab (lab.sh). */
+
+int drill_lab_open(drill_cell *c, const char *script, const char *dir, const char *build,
+                   const char *cell, char *err, size_t err_size)
+{
+    memset(c, 0, sizeof *c);
+    char *real = realpath(dir, NULL);
+    if (real == NULL) {
+        snprintf(err, err_size, "lab directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    int bad = copy_text(c->dir, sizeof c->dir, real);
+    free(real);
+    bad |= copy_text(c->script, sizeof c->script, script);
+    bad |= copy_text(c->build, sizeof c->build, build);
+    bad |= copy_text(c->name, sizeof c->name, cell);
+    /* GLOBAL_<CELL>: the cell's name upper-cased, '-' and '.' as '_'. */
+    char global_key[DRILL_CELL_NAME_MAX + 16] = "GLOBAL_";
+    size_t k = strlen(global_key);
+    for (const char *p = cell; *p && k < sizeof global_key - 1; p++, k++)
+        global_key[k] = (char)(*p >= 'a' && *p <= 'z' ? *p - 32
+                               : (*p == '-' || *p == '.') ? '_'
+                                                          : *p);
+    global_key[k] = '\0';
+    char env_path[DRILL_PATH_MAX + 16];
+    snprintf(env_path, sizeof env_path, "%s/env", c->dir);
+    /* DIR/logs survives `lab down` (DIR itself is emptied by `lab up`). */
+    snprintf(c->log_path, sizeof c->log_path, "%.*s/logs/drill.log", DRILL_PATH_MAX - 16,
+             c->dir);
+    int n = snprintf(c->config, sizeof c->config, "%s/cells/%s/meridiand.conf", c->dir, cell);
+    if (bad || n < 0 || (size_t)n >= sizeof c->config) {
+        snprintf(err, err_size, "lab directory path too long");
+        return -1;
+    }
+    FILE *f = fopen(env_path, "r");
+    if (f == NULL) {
+        snprintf(err, err_size, "%s: %s (is %s a lab started by `meridianctl lab up`?)",
+                 env_path, strerror(errno), c->dir);
+        return -1;
+    }
+    char line[CELL_ENV_LINE_BYTES];
+    int lines = 0, global_port = 0;
+    while (fgets(line, sizeof line, f) != NULL && lines++ < 10000) {
+        char *eq = strchr(line, '=');
+        if (eq == NULL || line[0] == '#')
+            continue;
+        *eq = '\0';
+        char *val = eq + 1;
+        unquote(val);
+        unescape(val);
+        if (strcmp(line, "ETCD_DIRECT") == 0)
+            bad |= copy_text(c->etcd, sizeof c->etcd, val);
+        else if (strcmp(line, global_key) == 0)
+            global_port = atoi(val);
+    }
+    fclose(f);
+    if (bad || c->etcd[0] == '\0' || global_port <= 0 || global_port > 65535) {
+        snprintf(err, err_size, "%s lacks ETCD_DIRECT or %s (is cell %s in the lab?)",
+                 env_path, global_key, cell);
+        return -1;
+    }
+    snprintf(c->urls[0], sizeof c->urls[0], "http://127.0.0.1:%d", global_port);
+    c->url_count = 1;
+    if (access(c->config, R_OK) != 0) {
+        snprintf(err, err_size, "%s: %s", c->config, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int drill_lab_do(const drill_cell *c, const char *const args[], size_t nargs, int timeout_ms,
+                 char *err, size_t err_size)
+{
+    mrd_assert(nargs >= 1 && nargs + 4 < CELL_ARGV_MAX);
+    const char *argv[CELL_ARGV_MAX];
+    size_t n = 0;
+    argv[n++] = "/bin/bash";
+    argv[n++] = c->script;
+    argv[n++] = args[0];
+    argv[n++] = "--dir";
+    argv[n++] = c->dir;
+    for (size_t i = 1; i < nargs; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    /* lab.sh takes its binaries from $MERIDIAN_BIN_DIR. */
+    if (c->build[0] != '\0')
+        setenv("MERIDIAN_BIN_DIR", c->build, 1);
+    int rc = spawn(argv, c->log_path[0] ? c->log_path : NULL, NULL, 0, timeout_ms);
+    if (rc != 0) {
+        snprintf(err, err_size, "`lab.sh %s` failed (exit %d); see %s", args[0], rc,
+                 c->log_path);
+        return -1;
+    }
+    return 0;
+}
+
+int drill_lab_node_place(const drill_cell *c, const char *node, char *region,
+                         size_t region_size, char *zone, size_t zone_size)
+{
+    char path[DRILL_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/nodes.tsv", c->dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    char line[CELL_ENV_LINE_BYTES];
+    int lines = 0, rc = -1;
+    /* NAME CELL REGION ZONE ROLE PG_PORT KEEPER_PORT, tab-separated. */
+    while (rc != 0 && fgets(line, sizeof line, f) != NULL && lines++ < 10000) {
+        char *save = NULL;
+        const char *name = strtok_r(line, "\t\n", &save);
+        const char *cell = strtok_r(NULL, "\t\n", &save);
+        const char *reg = strtok_r(NULL, "\t\n", &save);
+        const char *zon = strtok_r(NULL, "\t\n", &save);
+        if (name == NULL || cell == NULL || reg == NULL || zon == NULL ||
+            strcmp(name, node) != 0)
+            continue;
+        if (copy_text(region, region_size, reg) == 0 && copy_text(zone, zone_size, zon) == 0)
+            rc = 0;
+        else
+            break;
+    }
+    fclose(f);
+    return rc;
+}
+
+int drill_lab_up(drill_cell *c, const char *script, const char *dir, const char *build,
+                 const char *cell, char *err, size_t err_size)
+{
+    drill_cell tmp;
+    memset(&tmp, 0, sizeof tmp);
+    if (copy_text(tmp.script, sizeof tmp.script, script) != 0 ||
+        copy_text(tmp.dir, sizeof tmp.dir, dir) != 0 ||
+        copy_text(tmp.build, sizeof tmp.build, build) != 0) {
+        snprintf(err, err_size, "path too long");
+        return -1;
+    }
+    /* `lab up` empties DIR first: the log goes beside it. */
+    snprintf(tmp.log_path, sizeof tmp.log_path, "%.*s.drill.log", DRILL_PATH_MAX - 16, dir);
+    const char *args[] = {"up"};
+    if (drill_lab_do(&tmp, args, 1, DRILL_LAB_UP_TIMEOUT_MS, err, err_size) != 0)
+        return -1;
+    if (drill_lab_open(c, script, dir, build, cell, err, err_size) != 0)
+        return -1;
+    memcpy(c->log_path, tmp.log_path, sizeof c->log_path);
     return 0;
 }
 

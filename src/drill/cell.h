@@ -75,6 +75,35 @@ int drill_cell_pg_port(const drill_cell *c, const char *node);
 int drill_cell_apikey(const drill_cell *c, const char *dsn, const char *customer, char *key,
                       size_t key_size, char *err, size_t err_size);
 
+/* --- The two-region lab (scripts/lab.sh, docs/LAB.md) as a "cell":
+ * dir is the lab's DIR, script is lab.sh, name the cell drilled, etcd
+ * the lab's ETCD_DIRECT, config DIR/cells/<cell>/meridiand.conf and
+ * urls[0] the global entry's port for that cell (GLOBAL_<CELL>), so the
+ * workload reaches the cell wherever it is served. node_count is 0. */
+
+/* Start a lab with `lab.sh up --dir DIR` (DIR is emptied or created by
+ * lab.sh; binaries from build, passed as $MERIDIAN_BIN_DIR), then open
+ * it. The children's output goes to DIR.drill.log (beside DIR). Returns
+ * 0, or -1 with the reason in err. */
+int drill_lab_up(drill_cell *c, const char *script, const char *dir, const char *build,
+                 const char *cell, char *err, size_t err_size);
+
+/* Read a running lab's DIR/env into *c for cell `cell` (the children's
+ * output goes to DIR/logs/drill.log). Returns 0 or -1 (err). */
+int drill_lab_open(drill_cell *c, const char *script, const char *dir, const char *build,
+                   const char *cell, char *err, size_t err_size);
+
+/* `lab.sh ARGS... ` with `--dir DIR` inserted after the first argument
+ * (the subcommand), output appended to c->log_path, bounded by
+ * timeout_ms. Returns 0, or -1 with the exit status in err. */
+int drill_lab_do(const drill_cell *c, const char *const args[], size_t nargs, int timeout_ms,
+                 char *err, size_t err_size);
+
+/* Region and zone of a lab node (DIR/nodes.tsv). Returns 0, or -1 when
+ * the lab does not name the node. */
+int drill_lab_node_place(const drill_cell *c, const char *node, char *region,
+                         size_t region_size, char *zone, size_t zone_size);
+
 /* Remove a directory tree (a drill-made cell). Returns 0 or -1. */
 int drill_rmtree(const char *dir);
 

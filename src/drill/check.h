@@ -74,7 +74,7 @@ int drill_etcd_epoch(etcd_client *c, const char *cell, int64_t *epoch);
 typedef struct drill_event {
     int64_t epoch;
     char node[64];
-    char kind[16];
+    char kind[32];
     int64_t leader_lost_at_ms;
     int64_t acquired_at_ms;
     int64_t promoted_at_ms;

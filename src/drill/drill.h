@@ -76,9 +76,26 @@ typedef enum {
     DRILL_NODE_LOSS = 0,   /* SIGKILL the leader's keeper and postmaster */
     DRILL_DB_CRASH,        /* SIGKILL the leader's postmaster only */
     DRILL_ISOLATE_PRIMARY, /* cut the leader's keeper off from etcd */
+    DRILL_REGION_LOSS,     /* lab only: lose the home region of cell us (us-east) */
+    DRILL_AZ_LOSS,         /* lab only: lose the zone of cell us's leader */
 } drill_scenario;
 
-/* Parse "node-loss", "db-crash", "isolate-primary". Returns 0 or -1. */
+/* --- Lab drills (`--lab`, scripts/lab.sh, docs/LAB.md): the cell
+ * drilled, the region lost, and the bounds. A regional failover waits
+ * for the home leader's lease (6 s in the lab) and the policy's
+ * region_failover_after_s (10 s) before the DR standby promotes, and
+ * the global entry's health checks then move traffic: hence the longer
+ * bound for writes to come back. */
+#define DRILL_LAB_CELL "us"
+#define DRILL_LAB_HOME_REGION "us-east"
+#define DRILL_REGION_RTO_LIMIT_MS 120000
+/* Loss bound when the topology names no max_loss_s for the cell. */
+#define DRILL_REGION_LOSS_BOUND_DEFAULT_MS 1000
+#define DRILL_LAB_UP_TIMEOUT_MS 400000
+#define DRILL_LAB_CMD_TIMEOUT_MS 150000
+
+/* Parse "node-loss", "db-crash", "isolate-primary", "region-loss",
+ * "az-loss". Returns 0 or -1. */
 int drill_scenario_parse(const char *name, drill_scenario *out);
 /* The scenario's name (static). */
 const char *drill_scenario_name(drill_scenario s);
@@ -93,7 +110,13 @@ typedef struct drill_options {
     int readers;            /* reader threads */
     int accounts;           /* accounts per run */
     bool keep;              /* keep a drill-made cell (and its logs) */
+    bool lab;               /* drill the two-region lab (region-loss needs it) */
+    const char *lab_dir;    /* a running lab, or NULL: `lab up` one in /tmp */
 } drill_options;
+
+/* Does the scenario run on the two-region lab (`--lab`) rather than on
+ * a single cell? */
+bool drill_scenario_needs_lab(drill_scenario s);
 
 /* Defaults: node-loss, 1 run, DRILL_*_DEFAULT. */
 void drill_options_init(drill_options *o);

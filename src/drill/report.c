@@ -281,4 +281,21 @@ void drill_report_print(FILE *out, const json_t *report)
             ival(rep, "acked_total"), ival(rep, "acked_lost"), ival(rep, "doubled"),
             ival(rep, "refused_total"), ival(rep, "unresolved_total"), ival(rep, "reads_total"),
             ival(rep, "invariant_violations"));
+    /* Lab drills (region-loss) add the regional numbers. */
+    if (json_object_get(rep, "region_rto_s") != NULL) {
+        char rrto[24], loss[24], bound[24];
+        secs(json_object_get(rep, "region_rto_s"), rrto, sizeof rrto);
+        secs(json_object_get(rep, "region_loss_s"), loss, sizeof loss);
+        secs(json_object_get(rep, "region_loss_bound_s"), bound, sizeof bound);
+        const char *kind = json_string_value(json_object_get(rep, "region_failover_kind"));
+        json_t *lost = json_object_get(rep, "region_acked_lost");
+        const char *zone = json_string_value(json_object_get(rep, "zone_lost"));
+        const char *region = json_string_value(json_object_get(rep, "region_lost"));
+        fprintf(out,
+                "  %s %s lost: RTO %s; %" JSON_INTEGER_FORMAT
+                "%s acknowledged transfers lost = %s of traffic (bound %s); history kind %s\n",
+                zone ? "zone" : "region", zone ? zone : region ? region : "?", rrto,
+                json_integer_value(lost), json_is_integer(lost) ? "" : " (unchecked)", loss,
+                bound, kind ? kind : "-");
+    }
 }
