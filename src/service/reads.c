@@ -563,6 +563,30 @@ static reads_status account_visible(slot *s, const char *idt, const char *scope)
     return rs;
 }
 
+/* One page of an account's history: check the account is visible to
+ * scope, run sql (6 parameters, the last one limit + 1), and trim the
+ * extra row that says whether there is a next page. On READS_OK *res
+ * holds the rows (caller clears) and *n the rows of this page. */
+static reads_status page_query(reads *r, const char *what, const char *sql,
+                               const char *const values[6], const char *idt,
+                               const char *scope, reads_page *page, PGresult **res,
+                               size_t *n)
+{
+    slot *s = acquire(r);
+    if (s == NULL) return READS_UNAVAILABLE;
+    reads_status rs = account_visible(s, idt, scope);
+    if (rs == READS_OK) rs = exec(s, what, sql, 6, values, NULL, NULL, res);
+    release(r, s);
+    if (rs != READS_OK) return rs;
+    *n = (size_t)PQntuples(*res);
+    mrd_assert(*n <= page->limit + 1);
+    if (*n > page->limit) {
+        page->more = true;
+        *n = page->limit;
+    }
+    return READS_OK;
+}
+
 reads_status reads_account_transfers(reads *r, const id128 *account_id,
                                      int64_t scope_customer_id, reads_page *page,
                                      reads_transfer **out, size_t *count)
@@ -598,20 +622,10 @@ reads_status reads_account_transfers(reads *r, const id128 *account_id,
     fmt_i64((int64_t)page->limit + 1, lim);
     const char *values[6] = {idt, from, to, cts, cseq, lim};
 
-    slot *s = acquire(r);
-    if (s == NULL) return READS_UNAVAILABLE;
-    reads_status rs = account_visible(s, idt, scope);
     PGresult *res = NULL;
-    if (rs == READS_OK) rs = exec(s, "account transfers", sql, 6, values, NULL, NULL, &res);
-    release(r, s);
+    size_t n = 0;
+    reads_status rs = page_query(r, "account transfers", sql, values, idt, scope, page, &res, &n);
     if (rs != READS_OK) return rs;
-
-    size_t n = (size_t)PQntuples(res);
-    mrd_assert(n <= page->limit + 1);
-    if (n > page->limit) {
-        page->more = true;
-        n = page->limit;
-    }
     reads_transfer *rows = calloc(n > 0 ? n : 1, sizeof *rows);
     if (rows == NULL) {
         PQclear(res);
@@ -657,20 +671,10 @@ reads_status reads_account_balances(reads *r, const id128 *account_id,
     fmt_i64((int64_t)page->limit + 1, lim);
     const char *values[6] = {idt, from, to, cts, cid, lim};
 
-    slot *s = acquire(r);
-    if (s == NULL) return READS_UNAVAILABLE;
-    reads_status rs = account_visible(s, idt, scope);
     PGresult *res = NULL;
-    if (rs == READS_OK) rs = exec(s, "account balances", sql, 6, values, NULL, NULL, &res);
-    release(r, s);
+    size_t n = 0;
+    reads_status rs = page_query(r, "account balances", sql, values, idt, scope, page, &res, &n);
     if (rs != READS_OK) return rs;
-
-    size_t n = (size_t)PQntuples(res);
-    mrd_assert(n <= page->limit + 1);
-    if (n > page->limit) {
-        page->more = true;
-        n = page->limit;
-    }
     ledger_balance_row *rows = calloc(n > 0 ? n : 1, sizeof *rows);
     if (rows == NULL) {
         PQclear(res);
