@@ -15,9 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cli/cli_config.h"
 #include "cli/cli_db.h"
 #include "common/mrd_assert.h"
+#include "etcd/etcd.h"
 
 #define CLI_ERR_BYTES 1024
 
@@ -328,6 +331,51 @@ const char *cli_ctx_dsn(cli_ctx *ctx, const cli_command *cmd, int *exit_code)
     return dsn;
 }
 
+/* With `etcd` and `cell` in the config (a cell run by keepers), the
+ * database is wherever the cell's leader is now, as meridiand finds it:
+ * append the leader's host and port (its address for `region` when it
+ * advertises one) to dsn. Returns 0 with the new string in buf, or -1
+ * when there is no such config or no leader (dsn is then used as is). */
+static int leader_dsn(cli_ctx *ctx, const char *dsn, char *buf, size_t size)
+{
+    config *cfg = ctx->cfg;
+    const char *endpoints = cfg ? config_get(cfg, "etcd") : NULL;
+    const char *cell = cfg ? config_get(cfg, "cell") : NULL;
+    const char *region = cfg ? config_get(cfg, "region") : NULL;
+    if (ctx->dsn_flag != NULL || endpoints == NULL || endpoints[0] == '\0' || cell == NULL)
+        return -1;
+    char err[256], key[160];
+    etcd_client *c = etcd_client_create(endpoints, 2000, err, sizeof err);
+    if (c == NULL)
+        return -1;
+    snprintf(key, sizeof key, "/meridian/%s/leader", cell);
+    etcd_kv kv;
+    int rc = -1;
+    if (etcd_get(c, key, &kv) == ETCD_OK) {
+        json_t *j = json_loadb(kv.value, kv.value_len, 0, NULL);
+        const char *host = json_string_value(json_object_get(j, "host"));
+        json_int_t port = json_integer_value(json_object_get(j, "port"));
+        const char *adv = region ? json_string_value(json_object_get(json_object_get(j, "addrs"), region)) : NULL;
+        char ahost[64];
+        const char *colon = adv ? strrchr(adv, ':') : NULL;
+        if (colon != NULL && colon > adv && (size_t)(colon - adv) < sizeof ahost && atoi(colon + 1) > 0) {
+            memcpy(ahost, adv, (size_t)(colon - adv));
+            ahost[colon - adv] = '\0';
+            host = ahost;
+            port = atoi(colon + 1);
+        }
+        if (host != NULL && strspn(host, "0123456789abcdefghijklmnopqrstuvwxyz.-:") == strlen(host) &&
+            port > 0 && port <= 65535) {
+            int n = snprintf(buf, size, "%s host=%s port=%d", dsn, host, (int)port);
+            rc = n > 0 && (size_t)n < size ? 0 : -1;
+        }
+        json_decref(j);
+        etcd_kv_release(&kv);
+    }
+    etcd_client_free(c);
+    return rc;
+}
+
 int cli_ctx_connect(cli_ctx *ctx, const cli_command *cmd, PGconn **out)
 {
     int code = CLI_EXIT_FAIL;
@@ -335,6 +383,9 @@ int cli_ctx_connect(cli_ctx *ctx, const cli_command *cmd, PGconn **out)
     if (dsn == NULL)
         return code;
     char err[CLI_ERR_BYTES];
+    char routed[1024];
+    if (leader_dsn(ctx, dsn, routed, sizeof routed) == 0)
+        dsn = routed;
     *out = cli_db_connect(dsn, err, sizeof err);
     if (*out == NULL) {
         char hint[512];
