@@ -11,6 +11,7 @@
  */
 #include "cli/cli_cell.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -28,6 +29,33 @@ int64_t cli_cell_wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t cli_cell_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cli_cell_sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int cli_cell_timeout_s_parse(const char *text, long def, long max, long *out)
+{
+    *out = def;
+    if (text == NULL)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < 1 || v > max)
+        return -1;
+    *out = v;
+    return 0;
 }
 
 int cli_cell_name_check(const char *name, size_t max)
@@ -70,6 +98,27 @@ static int64_t get_int(json_t *o, const char *key)
     return 0;
 }
 
+/* A decimal field ("117487512", or a non-negative integer) as an
+ * unsigned number; false when absent or malformed. */
+static bool get_u64_text(json_t *o, const char *key, uint64_t *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *out = (uint64_t)json_integer_value(v);
+        return true;
+    }
+    const char *s = json_string_value(v);
+    if (s == NULL || s[0] < '0' || s[0] > '9')
+        return false;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0')
+        return false;
+    *out = (uint64_t)n;
+    return true;
+}
+
 /* A value's text as a NUL-terminated string of at most size-1 bytes. */
 static void copy_value(char *dst, size_t size, const etcd_kv *kv)
 {
@@ -97,6 +146,9 @@ static void parse_member(cli_cell *cell, const char *name, json_t *j)
     if (m == NULL)
         return;
     m->present = true;
+    const char *role = json_string_value(json_object_get(j, "role"));
+    if (role != NULL && strcmp(role, "dr") == 0)
+        m->dr = true;
     copy_str(m->state, sizeof m->state, j, "state");
     m->healthy = json_is_true(json_object_get(j, "healthy"));
     m->primary = json_is_true(json_object_get(j, "primary"));
@@ -108,6 +160,12 @@ static void parse_member(cli_cell *cell, const char *name, json_t *j)
         m->lsn_known = true;
         m->flush_lsn = strtoull(lsn, NULL, 10);
     }
+    m->lag_known = get_u64_text(j, "lag_bytes", &m->lag_bytes);
+    json_t *dl = json_object_get(j, "dr_lag_ms");
+    if (json_is_integer(dl)) {
+        m->dr_lag_known = true;
+        m->dr_lag_ms = (int64_t)json_integer_value(dl);
+    }
     copy_str(m->zone, sizeof m->zone, j, "zone");
     copy_str(m->region, sizeof m->region, j, "region");
     copy_str(m->upstream, sizeof m->upstream, j, "upstream");
@@ -117,11 +175,31 @@ static void parse_member(cli_cell *cell, const char *name, json_t *j)
     m->updated_ms = get_int(j, "updated_ms");
 }
 
+/* A registry key (nodes/<node>): written by its keeper at start (no
+ * lease), so a node whose keeper is gone still shows, as unreachable. */
+static void parse_registry(cli_cell *cell, const char *name, json_t *j)
+{
+    cli_cell_member *m = member_slot(cell, name);
+    if (m == NULL)
+        return;
+    m->registered = true;
+    const char *role = json_string_value(json_object_get(j, "role"));
+    if (role != NULL && strcmp(role, "dr") == 0)
+        m->dr = true;
+    if (!m->present) {
+        copy_str(m->zone, sizeof m->zone, j, "zone");
+        copy_str(m->region, sizeof m->region, j, "region");
+        copy_str(m->host, sizeof m->host, j, "host");
+        m->port = (int)get_int(j, "port");
+    }
+}
+
 static void parse_kv(cli_cell *cell, const char *prefix, const etcd_kv *kv)
 {
     size_t plen = strlen(prefix);
     if (strncmp(kv->key, prefix, plen) != 0)
         return;
+    cell->known = true;
     const char *name = kv->key + plen;
     if (strcmp(name, "epoch") == 0) {
         char text[32];
@@ -149,6 +227,7 @@ static void parse_kv(cli_cell *cell, const char *prefix, const etcd_kv *kv)
         cell->leader_epoch = get_int(j, "epoch");
         copy_str(cell->leader_host, sizeof cell->leader_host, j, "host");
         cell->leader_port = (int)get_int(j, "port");
+        copy_str(cell->leader_region, sizeof cell->leader_region, j, "region");
         cell->leader_lease = kv->lease;
     } else if (strcmp(name, "syncset") == 0) {
         cell->syncset_present = true;
@@ -164,18 +243,13 @@ static void parse_kv(cli_cell *cell, const char *prefix, const etcd_kv *kv)
         cell->switchover_present = true;
         copy_str(cell->switchover_to, sizeof cell->switchover_to, j, "to");
         cell->switchover_requested_at_ms = get_int(j, "requested_at_ms");
+    } else if (strcmp(name, "failover") == 0) {
+        cell->failover_present = true;
+        copy_str(cell->failover_to, sizeof cell->failover_to, j, "to");
     } else if (strncmp(name, "members/", 8) == 0 && name[8] != '\0') {
         parse_member(cell, name + 8, j);
     } else if (strncmp(name, "nodes/", 6) == 0 && name[6] != '\0') {
-        /* Registered by its keeper at start (no lease): a node whose
-         * keeper is gone still shows, as unreachable. */
-        cli_cell_member *m = member_slot(cell, name + 6);
-        if (m != NULL && !m->present) {
-            copy_str(m->zone, sizeof m->zone, j, "zone");
-            copy_str(m->region, sizeof m->region, j, "region");
-            copy_str(m->host, sizeof m->host, j, "host");
-            m->port = (int)get_int(j, "port");
-        }
+        parse_registry(cell, name + 6, j);
     }
     json_decref(j);
 }
@@ -193,7 +267,7 @@ int cli_cell_read(etcd_client *c, const char *name, cli_cell *out)
 
     char prefix[KEY_BYTES], k_leader[KEY_BYTES], k_epoch[KEY_BYTES], k_last[KEY_BYTES],
         k_init[KEY_BYTES], k_sync[KEY_BYTES], k_switch[KEY_BYTES], k_members[KEY_BYTES],
-        k_nodes[KEY_BYTES];
+        k_nodes[KEY_BYTES], k_failover[KEY_BYTES];
     key_of(prefix, name, "");
     key_of(k_leader, name, "leader");
     key_of(k_epoch, name, "epoch");
@@ -203,12 +277,14 @@ int cli_cell_read(etcd_client *c, const char *name, cli_cell *out)
     key_of(k_switch, name, "switchover");
     key_of(k_members, name, "members/");
     key_of(k_nodes, name, "nodes/");
+    key_of(k_failover, name, "failover");
     const etcd_op ops[] = {
         /* the registry first, so live members' keys overwrite its fields */
         {.kind = ETCD_OP_GET, .key = k_nodes, .prefix = true},
         {.kind = ETCD_OP_GET, .key = k_leader},  {.kind = ETCD_OP_GET, .key = k_epoch},
         {.kind = ETCD_OP_GET, .key = k_last},    {.kind = ETCD_OP_GET, .key = k_init},
         {.kind = ETCD_OP_GET, .key = k_sync},    {.kind = ETCD_OP_GET, .key = k_switch},
+        {.kind = ETCD_OP_GET, .key = k_failover},
         {.kind = ETCD_OP_GET, .key = k_members, .prefix = true},
     };
     etcd_txn txn = {.success = ops, .success_count = sizeof ops / sizeof ops[0]};

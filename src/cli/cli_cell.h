@@ -42,12 +42,18 @@
 typedef struct cli_cell_member {
     char name[KEEPER_NAME_MAX];
     bool present;          /* its member key exists (keeper alive, reaching etcd) */
+    bool registered;       /* its registry key (nodes/<node>, no lease) exists */
+    bool dr;               /* role "dr" in either key: a DR standby */
     bool in_syncset;
     char state[24];        /* keeper FSM state ("standby", ...) */
     bool healthy, primary, running, streaming;
     int64_t timeline;
     bool lsn_known;
     uint64_t flush_lsn;
+    bool lag_known;
+    uint64_t lag_bytes;    /* as published: behind the leader's last LSN it saw */
+    bool dr_lag_known;
+    int64_t dr_lag_ms;     /* DR only, as published: time behind the leader */
     char zone[64];
     char region[64];
     char upstream[256];    /* primary_conninfo as published ("" = none) */
@@ -61,6 +67,7 @@ typedef struct cli_cell_member {
 typedef struct cli_cell {
     char name[CLI_CELL_NAME_MAX + 1];
     int64_t revision;
+    bool known;             /* any of its keys exists */
     bool initialized;
     char initialized_by[KEEPER_NAME_MAX];
 
@@ -69,6 +76,7 @@ typedef struct cli_cell {
     int64_t leader_epoch;   /* epoch written in the leader key */
     char leader_host[64];
     int leader_port;
+    char leader_region[64]; /* "" when the leader key has none */
     int64_t leader_lease;   /* lease id of the leader key */
     int64_t lease_ttl_s;    /* its remaining TTL; -1 unknown, 0 expired */
 
@@ -82,6 +90,9 @@ typedef struct cli_cell {
     bool switchover_present;
     char switchover_to[KEEPER_NAME_MAX];
     int64_t switchover_requested_at_ms;
+
+    bool failover_present;  /* a regional failover request (cli_region.h) */
+    char failover_to[KEEPER_NAME_MAX];
 
     size_t member_count;
     cli_cell_member members[CLI_CELL_NODES_MAX];
@@ -107,7 +118,10 @@ int cli_cell_name_check(const char *name, size_t max);
 etcd_client *cli_cell_connect(const char *endpoints, char *err, size_t err_size);
 
 /* Read cell `name` in one etcd transaction (so every key is from the
- * same revision), then the leader lease's remaining TTL. Returns 0, or
+ * same revision), then the leader lease's remaining TTL. Members are
+ * those with a member or registry key plus the synchronous set, the
+ * last leader and the leader (present/registered false when keyless),
+ * sorted by name. Returns 0, or
  * an ETCD_E_* code (etcd_client_last_error(c) says why); *out is
  * filled either way (empty on failure). A malformed value is skipped
  * (the keeper will rewrite it), never fatal. */
@@ -182,5 +196,14 @@ int cli_cell_switchover_request(etcd_client *c, const char *cell, const char *to
 
 /* Wall clock in ms since the epoch. */
 int64_t cli_cell_wall_ms(void);
+/* Monotonic clock in ms (for deadlines and elapsed times). */
+int64_t cli_cell_mono_ms(void);
+/* Sleep ms milliseconds (an interrupted sleep returns early). */
+void cli_cell_sleep_ms(int ms);
+
+/* The value of --timeout-s: def when text is NULL, else a whole number
+ * of seconds in 1..max. Returns 0 with *out set, or -1 (the caller
+ * prints the usage error). */
+int cli_cell_timeout_s_parse(const char *text, long def, long max, long *out);
 
 #endif

@@ -74,33 +74,6 @@ static int64_t get_int(json_t *o, const char *key)
     return 0;
 }
 
-/* A decimal string field ("117487512") as an unsigned number. */
-static bool get_u64_text(json_t *o, const char *key, uint64_t *out)
-{
-    json_t *v = json_object_get(o, key);
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *out = (uint64_t)json_integer_value(v);
-        return true;
-    }
-    const char *s = json_string_value(v);
-    if (s == NULL || s[0] < '0' || s[0] > '9')
-        return false;
-    errno = 0;
-    char *end = NULL;
-    unsigned long long n = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0')
-        return false;
-    *out = (uint64_t)n;
-    return true;
-}
-
-static void copy_value(char *dst, size_t size, const etcd_kv *kv)
-{
-    size_t n = kv->value_len < size - 1 ? kv->value_len : size - 1;
-    memcpy(dst, kv->value, n);
-    dst[n] = '\0';
-}
-
 /* snprintf for text that may be cut (evidence, paths echoed back): the
  * result is always terminated; cutting is acceptable there. */
 static void textf(char *dst, size_t size, const char *fmt, ...)
@@ -132,167 +105,15 @@ static void note(char (*list)[CLI_REGION_NOTE_BYTES], size_t *count, size_t max,
 /* ------------------------------------------------------------------ */
 /* The cell in etcd                                                    */
 
-static cli_region_node *node_slot(cli_region_cell *cell, const char *name)
+const cli_cell_member *cli_region_dr_in(const cli_cell *cell, const char *region)
 {
-    for (size_t i = 0; i < cell->node_count; i++)
-        if (strcmp(cell->nodes[i].name, name) == 0)
-            return &cell->nodes[i];
-    if (cell->node_count >= CLI_CELL_NODES_MAX || strlen(name) >= KEEPER_NAME_MAX)
-        return NULL;
-    cli_region_node *n = &cell->nodes[cell->node_count++];
-    memset(n, 0, sizeof *n);
-    snprintf(n->name, sizeof n->name, "%s", name);
-    n->dr_lag_ms = -1;
-    return n;
-}
-
-static void parse_registry(cli_region_cell *cell, const char *name, json_t *j)
-{
-    cli_region_node *n = node_slot(cell, name);
-    if (n == NULL)
-        return;
-    n->registered = true;
-    const char *role = json_string_value(json_object_get(j, "role"));
-    if (role != NULL && strcmp(role, "dr") == 0)
-        n->dr = true;
-    if (!n->present) {
-        copy_str(n->region, sizeof n->region, j, "region");
-        copy_str(n->zone, sizeof n->zone, j, "zone");
-    }
-}
-
-static void parse_member(cli_region_cell *cell, const char *name, json_t *j)
-{
-    cli_region_node *n = node_slot(cell, name);
-    if (n == NULL)
-        return;
-    n->present = true;
-    const char *role = json_string_value(json_object_get(j, "role"));
-    if (role != NULL && strcmp(role, "dr") == 0)
-        n->dr = true;
-    copy_str(n->region, sizeof n->region, j, "region");
-    copy_str(n->zone, sizeof n->zone, j, "zone");
-    copy_str(n->state, sizeof n->state, j, "state");
-    n->running = json_is_true(json_object_get(j, "running"));
-    n->primary = json_is_true(json_object_get(j, "primary"));
-    n->streaming = json_is_true(json_object_get(j, "streaming"));
-    n->lsn_known = get_u64_text(j, "flush_lsn", &n->flush_lsn);
-    n->lag_known = get_u64_text(j, "lag_bytes", &n->lag_bytes);
-    json_t *dl = json_object_get(j, "dr_lag_ms");
-    if (json_is_integer(dl)) {
-        n->dr_lag_known = true;
-        n->dr_lag_ms = (int64_t)json_integer_value(dl);
-    }
-    n->updated_ms = get_int(j, "updated_ms");
-}
-
-static void parse_kv(cli_region_cell *cell, const char *prefix, const etcd_kv *kv)
-{
-    size_t plen = strlen(prefix);
-    if (strncmp(kv->key, prefix, plen) != 0)
-        return;
-    cell->known = true;
-    const char *name = kv->key + plen;
-    if (strcmp(name, "epoch") == 0) {
-        char text[32];
-        copy_value(text, sizeof text, kv);
-        cell->epoch = strtoll(text, NULL, 10);
-        return;
-    }
-    if (strcmp(name, "last_leader") == 0) {
-        copy_value(cell->last_leader, sizeof cell->last_leader, kv);
-        return;
-    }
-    json_t *j = json_loadb(kv->value, kv->value_len, 0, NULL);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return;
-    }
-    if (strcmp(name, "leader") == 0) {
-        cell->leader_present = true;
-        copy_str(cell->leader, sizeof cell->leader, j, "node");
-        copy_str(cell->leader_region, sizeof cell->leader_region, j, "region");
-        cell->leader_epoch = get_int(j, "epoch");
-        cell->leader_lease = kv->lease;
-    } else if (strcmp(name, "failover") == 0) {
-        cell->failover_present = true;
-        copy_str(cell->failover_to, sizeof cell->failover_to, j, "to");
-    } else if (strncmp(name, "nodes/", 6) == 0 && name[6] != '\0') {
-        parse_registry(cell, name + 6, j);
-    } else if (strncmp(name, "members/", 8) == 0 && name[8] != '\0') {
-        parse_member(cell, name + 8, j);
-    }
-    json_decref(j);
-}
-
-static int node_by_name(const void *a, const void *b)
-{
-    return strcmp(((const cli_region_node *)a)->name, ((const cli_region_node *)b)->name);
-}
-
-int cli_region_cell_read(etcd_client *c, const char *name, cli_region_cell *out)
-{
-    memset(out, 0, sizeof *out);
-    snprintf(out->name, sizeof out->name, "%s", name);
-    out->lease_ttl_s = -1;
-    char prefix[KEY_BYTES], k_nodes[KEY_BYTES], k_leader[KEY_BYTES], k_epoch[KEY_BYTES],
-        k_last[KEY_BYTES], k_init[KEY_BYTES], k_failover[KEY_BYTES], k_members[KEY_BYTES];
-    key_of(prefix, name, "");
-    key_of(k_nodes, name, "nodes/");
-    key_of(k_leader, name, "leader");
-    key_of(k_epoch, name, "epoch");
-    key_of(k_last, name, "last_leader");
-    key_of(k_init, name, "initialized");
-    key_of(k_failover, name, "failover");
-    key_of(k_members, name, "members/");
-    const etcd_op ops[] = {
-        /* the registry first: live member keys overwrite its fields */
-        {.kind = ETCD_OP_GET, .key = k_nodes, .prefix = true},
-        {.kind = ETCD_OP_GET, .key = k_leader},
-        {.kind = ETCD_OP_GET, .key = k_epoch},
-        {.kind = ETCD_OP_GET, .key = k_last},
-        {.kind = ETCD_OP_GET, .key = k_init},
-        {.kind = ETCD_OP_GET, .key = k_failover},
-        {.kind = ETCD_OP_GET, .key = k_members, .prefix = true},
-    };
-    etcd_txn txn = {.success = ops, .success_count = sizeof ops / sizeof ops[0]};
-    etcd_txn_result res;
-    int rc = etcd_txn_run(c, &txn, &res);
-    if (rc != ETCD_OK)
-        return rc;
-    out->revision = res.revision;
-    for (size_t i = 0; i < res.kv_count; i++)
-        parse_kv(out, prefix, &res.kvs[i]);
-    etcd_txn_result_release(&res);
-    qsort(out->nodes, out->node_count, sizeof out->nodes[0], node_by_name);
-    if (out->leader_present && out->leader_lease != 0) {
-        int64_t ttl = 0;
-        int trc = etcd_lease_ttl(c, out->leader_lease, &ttl);
-        if (trc == ETCD_OK)
-            out->lease_ttl_s = ttl;
-        else if (trc == ETCD_E_NOT_FOUND)
-            out->lease_ttl_s = 0;
-    }
-    return 0;
-}
-
-const cli_region_node *cli_region_node_find(const cli_region_cell *cell, const char *name)
-{
-    for (size_t i = 0; i < cell->node_count; i++)
-        if (strcmp(cell->nodes[i].name, name) == 0)
-            return &cell->nodes[i];
+    for (size_t i = 0; i < cell->member_count; i++)
+        if (cell->members[i].dr && strcmp(cell->members[i].region, region) == 0)
+            return &cell->members[i];
     return NULL;
 }
 
-const cli_region_node *cli_region_dr_in(const cli_region_cell *cell, const char *region)
-{
-    for (size_t i = 0; i < cell->node_count; i++)
-        if (cell->nodes[i].dr && strcmp(cell->nodes[i].region, region) == 0)
-            return &cell->nodes[i];
-    return NULL;
-}
-
-void cli_region_loss_bound(const cli_region_cell *cell, const cli_region_node *dr,
+void cli_region_loss_bound(const cli_cell *cell, const cli_cell_member *dr,
                            cli_region_bound *out)
 {
     mrd_assert(cell != NULL && dr != NULL && out != NULL);
@@ -301,7 +122,7 @@ void cli_region_loss_bound(const cli_region_cell *cell, const cli_region_node *d
     out->as_of_ms = dr->present ? dr->updated_ms : 0;
     bool leader_known = false;
     if (cell->leader_present) {
-        const cli_region_node *l = cli_region_node_find(cell, cell->leader);
+        const cli_cell_member *l = cli_cell_find(cell, cell->leader);
         if (l != NULL && l->present && l->lsn_known) {
             out->leader_lsn = l->flush_lsn;
             leader_known = true;
@@ -309,8 +130,8 @@ void cli_region_loss_bound(const cli_region_cell *cell, const cli_region_node *d
                      "leader %s's member key", l->name);
         }
     }
-    for (size_t i = 0; i < cell->node_count; i++) {
-        const cli_region_node *n = &cell->nodes[i];
+    for (size_t i = 0; i < cell->member_count; i++) {
+        const cli_cell_member *n = &cell->members[i];
         if (n == dr || !n->present || !n->lsn_known)
             continue;
         if (!leader_known || n->flush_lsn > out->leader_lsn) {
@@ -695,7 +516,7 @@ typedef struct scan_ctx {
     size_t node_count;
     scan_node *nodes;
     size_t cell_count;
-    cli_region_cell *cells; /* per topology cell, from etcd (when etcd_ok) */
+    cli_cell *cells; /* per topology cell, from etcd (when etcd_ok) */
     bool *cell_read;
 } scan_ctx;
 
@@ -836,7 +657,7 @@ static void scan_read_etcd(scan_ctx *s)
     out->etcd_ok = true;
     for (size_t ci = 0; ci < s->cell_count; ci++) {
         const topology_cell *tc = topology_cell_at(s->topo, ci);
-        int rc = cli_region_cell_read(c, tc->name, &s->cells[ci]);
+        int rc = cli_cell_read(c, tc->name, &s->cells[ci]);
         if (rc != ETCD_OK) {
             out->etcd_ok = false;
             note(out->unreachable, &out->unreachable_count, CLI_REGION_SCAN_NOTES_MAX,
@@ -846,8 +667,10 @@ static void scan_read_etcd(scan_ctx *s)
             continue;
         }
         s->cell_read[ci] = true;
-        for (size_t i = 0; i < s->cells[ci].node_count; i++) {
-            const cli_region_node *rn = &s->cells[ci].nodes[i];
+        for (size_t i = 0; i < s->cells[ci].member_count; i++) {
+            const cli_cell_member *rn = &s->cells[ci].members[i];
+            if (!rn->registered && !rn->present)
+                continue; /* named by the leader keys or the synchronous set only */
             scan_node *n = scan_node_add(s, rn->name);
             if (n == NULL)
                 continue;

@@ -54,56 +54,12 @@
 
 /* ---- A cell's regional layout in etcd. */
 
-/* One node, from its registry key (nodes/<node>, no lease) and, while
- * its keeper runs, its member key (members/<node>). */
-typedef struct cli_region_node {
-    char name[KEEPER_NAME_MAX];
-    bool registered;              /* nodes/<node> exists */
-    bool present;                 /* members/<node> exists: keeper alive */
-    bool dr;                      /* role "dr" in either key */
-    char region[CLI_REGION_TEXT_BYTES];
-    char zone[CLI_REGION_TEXT_BYTES];
-    char state[24];               /* keeper FSM state ("" unknown) */
-    bool running, primary, streaming;
-    bool lsn_known;
-    uint64_t flush_lsn;
-    bool lag_known;
-    uint64_t lag_bytes;           /* behind the leader's last published LSN */
-    bool dr_lag_known;
-    int64_t dr_lag_ms;            /* DR only: time behind the leader */
-    int64_t updated_ms;           /* wall clock of the member key, 0 unknown */
-} cli_region_node;
-
-/* The cell at one etcd revision. */
-typedef struct cli_region_cell {
-    char name[CLI_CELL_NAME_MAX + 1];
-    int64_t revision;
-    bool known;                   /* any of its keys exists */
-    bool leader_present;
-    char leader[KEEPER_NAME_MAX];
-    char leader_region[CLI_REGION_TEXT_BYTES]; /* "" when the key has none */
-    int64_t leader_epoch;
-    int64_t leader_lease;
-    int64_t lease_ttl_s;          /* leader lease time left; -1 unknown */
-    int64_t epoch;                /* the epoch key; 0 absent */
-    char last_leader[KEEPER_NAME_MAX];
-    bool failover_present;
-    char failover_to[KEEPER_NAME_MAX];
-    size_t node_count;
-    cli_region_node nodes[CLI_CELL_NODES_MAX];
-} cli_region_cell;
-
-/* Read cell name's leader, epoch, last_leader, failover request,
- * members/ and nodes/ in one transaction, then the leader lease's TTL.
- * Returns 0 or an ETCD_E_* code (etcd_client_last_error says why); *out
- * is zeroed first. A malformed value is skipped. */
-int cli_region_cell_read(etcd_client *c, const char *name, cli_region_cell *out);
-
-/* The node called name, or NULL. */
-const cli_region_node *cli_region_node_find(const cli_region_cell *cell, const char *name);
+/* The cell is read with cli_cell_read (cli_cell.h): a member's dr,
+ * lag_bytes and dr_lag_ms and the cell's leader_region and failover
+ * request are what this part uses. */
 
 /* The cell's DR standby in region (role dr, that region), or NULL. */
-const cli_region_node *cli_region_dr_in(const cli_region_cell *cell, const char *region);
+const cli_cell_member *cli_region_dr_in(const cli_cell *cell, const char *region);
 
 /* What promoting dr may lose. */
 typedef struct cli_region_bound {
@@ -121,7 +77,7 @@ typedef struct cli_region_bound {
  * highest of the leader's member key, every published member LSN, and
  * what dr last saw of the leader (its flush LSN + lag_bytes, frozen when
  * the leader vanished); minus dr's flush LSN. Pure. */
-void cli_region_loss_bound(const cli_region_cell *cell, const cli_region_node *dr,
+void cli_region_loss_bound(const cli_cell *cell, const cli_cell_member *dr,
                            cli_region_bound *out);
 
 /* Write /meridian/<cell>/failover = {"to","requested_at_ms"} under a

@@ -277,19 +277,6 @@ out:
 
 /* ---- switchover */
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static const char *state_of(const cli_cell *cell, const char *node)
 {
     const cli_cell_member *m = cli_cell_find(cell, node);
@@ -310,7 +297,7 @@ static void progress(const cli_cell *cell, const char *from, const char *to, int
     if (strcmp(now, last) == 0)
         return;
     snprintf(last, last_size, "%s", now);
-    int64_t el = mono_ms() - t0_ms;
+    int64_t el = cli_cell_mono_ms() - t0_ms;
     printf("  +%" PRId64 ".%02d s  %s\n", el / 1000, (int)(el % 1000) / 10, now);
     fflush(stdout);
 }
@@ -336,16 +323,11 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
         return cli_usage_error(cmd, "invalid node name \"%s\": use 1 to %d characters among "
                                     "a-z 0-9 _ -",
                                to, KEEPER_NAME_MAX - 1);
-    long timeout_s = CMD_CELL_SWITCHOVER_TIMEOUT_S_DEFAULT;
-    if (timeout_text != NULL) {
-        char *end = NULL;
-        timeout_s = strtol(timeout_text, &end, 10);
-        if (end == timeout_text || *end != '\0' || timeout_s < 1 ||
-            timeout_s > CMD_CELL_SWITCHOVER_TIMEOUT_S_MAX)
-            return cli_usage_error(cmd, "--timeout-s must be a whole number of seconds in "
-                                        "1..%d",
-                                   CMD_CELL_SWITCHOVER_TIMEOUT_S_MAX);
-    }
+    long timeout_s = 0;
+    if (cli_cell_timeout_s_parse(timeout_text, CMD_CELL_SWITCHOVER_TIMEOUT_S_DEFAULT,
+                                 CMD_CELL_SWITCHOVER_TIMEOUT_S_MAX, &timeout_s) != 0)
+        return cli_usage_error(cmd, "--timeout-s must be a whole number of seconds in 1..%d",
+                               CMD_CELL_SWITCHOVER_TIMEOUT_S_MAX);
     cell_target t;
     int rc = resolve(ctx, cmd, etcd_flag, cell_flag, true, &t);
     if (rc != CLI_EXIT_OK)
@@ -389,7 +371,7 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
                       existing[0] ? existing : "?");
         goto out;
     }
-    int64_t t0 = mono_ms();
+    int64_t t0 = cli_cell_mono_ms();
     if (!ctx->json) {
         printf("switchover of cell %s from %s to %s requested (epoch %" PRId64
                "; request lease %" PRIx64 ", %d s)\n",
@@ -403,7 +385,7 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     int64_t absent_first_ms = 0; /* wall clock when we first saw no leader */
     int64_t seen_ms = 0;
     bool wrong_node = false;
-    while (mono_ms() < deadline) {
+    while (cli_cell_mono_ms() < deadline) {
         erc = cli_cell_read(c, t.cell, cell);
         if (erc == ETCD_OK) {
             if (!ctx->json)
@@ -421,7 +403,7 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
                 break;
             }
         }
-        sleep_ms(CMD_CELL_POLL_MS);
+        cli_cell_sleep_ms(CMD_CELL_POLL_MS);
     }
 
     if (seen_ms == 0) {

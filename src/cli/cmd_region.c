@@ -32,19 +32,6 @@
 /* How often failover looks at the cell while waiting. */
 #define CMD_REGION_POLL_MS 200
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* etcd endpoints: --etcd, else `etcd` in --config, else the lab's
  * ETCD_DIRECT (--dir, else the default lab when it is up). Returns
  * CLI_EXIT_OK with out filled, or an exit code after printing why. */
@@ -138,7 +125,7 @@ static json_t *bound_json(const cli_region_bound *b)
                                  "(the requirements' 5 KB average): an estimate, not a count"));
 }
 
-static void bound_print(const cli_region_cell *cell, const cli_region_node *dr,
+static void bound_print(const cli_cell *cell, const cli_cell_member *dr,
                         const cli_region_bound *b)
 {
     char l[32], d[32], at[40];
@@ -173,11 +160,11 @@ static void bound_print(const cli_region_cell *cell, const cli_region_node *dr,
 }
 
 /* One progress line when what we watch changed. */
-static void progress(const cli_region_cell *cell, const char *dr, int64_t t0_ms, char *last,
+static void progress(const cli_cell *cell, const char *dr, int64_t t0_ms, char *last,
                      size_t last_size)
 {
     char now[256];
-    const cli_region_node *n = cli_region_node_find(cell, dr);
+    const cli_cell_member *n = cli_cell_find(cell, dr);
     const char *st = n == NULL || !n->present ? "unreachable" : n->state;
     if (cell->leader_present)
         snprintf(now, sizeof now, "leader %s (epoch %" PRId64 "); %s %s", cell->leader,
@@ -188,7 +175,7 @@ static void progress(const cli_region_cell *cell, const char *dr, int64_t t0_ms,
     if (strcmp(now, last) == 0)
         return;
     snprintf(last, last_size, "%s", now);
-    int64_t el = mono_ms() - t0_ms;
+    int64_t el = cli_cell_mono_ms() - t0_ms;
     printf("  +%" PRId64 ".%02d s  %s\n", el / 1000, (int)(el % 1000) / 10, now);
     fflush(stdout);
 }
@@ -204,12 +191,12 @@ static json_t *ms_or_null(int64_t v)
 }
 
 /* The DR standbys of the cell, "us-dr1 in eu-west, ...", or "none". */
-static void dr_list(const cli_region_cell *cell, char *out, size_t size)
+static void dr_list(const cli_cell *cell, char *out, size_t size)
 {
     size_t used = 0;
     out[0] = '\0';
-    for (size_t i = 0; i < cell->node_count && used < size; i++) {
-        const cli_region_node *n = &cell->nodes[i];
+    for (size_t i = 0; i < cell->member_count && used < size; i++) {
+        const cli_cell_member *n = &cell->members[i];
         if (!n->dr)
             continue;
         int w = snprintf(out + used, size - used, "%s%s in %s", used ? ", " : "", n->name,
@@ -253,15 +240,11 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
         return cli_usage_error(cmd, "invalid region name \"%s\": use 1 to %d characters among "
                                     "a-z 0-9 _ -",
                                region, LIMIT_TOPOLOGY_NAME_MAX);
-    long timeout_s = CMD_REGION_TIMEOUT_S_DEFAULT;
-    if (timeout_text != NULL) {
-        char *end = NULL;
-        timeout_s = strtol(timeout_text, &end, 10);
-        if (end == timeout_text || *end != '\0' || timeout_s < 1 ||
-            timeout_s > CMD_REGION_TIMEOUT_S_MAX)
-            return cli_usage_error(cmd, "--timeout-s must be a whole number of seconds in 1..%d",
-                                   CMD_REGION_TIMEOUT_S_MAX);
-    }
+    long timeout_s = 0;
+    if (cli_cell_timeout_s_parse(timeout_text, CMD_REGION_TIMEOUT_S_DEFAULT,
+                                 CMD_REGION_TIMEOUT_S_MAX, &timeout_s) != 0)
+        return cli_usage_error(cmd, "--timeout-s must be a whole number of seconds in 1..%d",
+                               CMD_REGION_TIMEOUT_S_MAX);
     char endpoints[CLI_REGION_PATH_BYTES] = "", origin[CLI_REGION_PATH_BYTES + 32] = "";
     int rc = resolve_etcd(ctx, cmd, etcd_flag, dir_flag, endpoints, sizeof endpoints, origin,
                           sizeof origin);
@@ -271,13 +254,13 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     etcd_client *c = cli_cell_connect(endpoints, err, sizeof err);
     if (c == NULL)
         return cli_usage_error(cmd, "bad etcd endpoint list \"%s\": %s", endpoints, err);
-    cli_region_cell *cell = malloc(sizeof *cell);
+    cli_cell *cell = malloc(sizeof *cell);
     if (cell == NULL) {
         etcd_client_free(c);
         return cli_fail(NULL, "out of memory");
     }
     const char *name = cell_flag;
-    int erc = cli_region_cell_read(c, name, cell);
+    int erc = cli_cell_read(c, name, cell);
     if (erc != ETCD_OK) {
         rc = etcd_fail(endpoints, origin, c, erc);
         goto out;
@@ -290,7 +273,7 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     }
     char drs[512];
     dr_list(cell, drs, sizeof drs);
-    const cli_region_node *dr = cli_region_dr_in(cell, region);
+    const cli_cell_member *dr = cli_region_dr_in(cell, region);
     if (dr == NULL) {
         rc = cli_fail("a regional failover promotes the cell's DR standby in that region "
                       "(topology: a node with role dr-standby)",
@@ -408,13 +391,13 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     }
     fflush(stdout);
 
-    int64_t t0 = mono_ms();
+    int64_t t0 = cli_cell_mono_ms();
     int64_t deadline = t0 + (int64_t)timeout_s * 1000;
     char last[256] = "";
     int64_t seen_ms = 0;
     bool other = false;
-    while (mono_ms() < deadline) {
-        erc = cli_region_cell_read(c, name, cell);
+    while (cli_cell_mono_ms() < deadline) {
+        erc = cli_cell_read(c, name, cell);
         if (erc == ETCD_OK) {
             if (!ctx->json)
                 progress(cell, dr_name, t0, last, sizeof last);
@@ -428,7 +411,7 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
                 break;
             }
         }
-        sleep_ms(CMD_REGION_POLL_MS);
+        cli_cell_sleep_ms(CMD_REGION_POLL_MS);
     }
     if (seen_ms == 0) {
         bool withdrawn = false;
@@ -457,17 +440,17 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     memset(&ev, 0, sizeof ev);
     int64_t new_epoch = cell->epoch;
     bool have_event = false;
-    int64_t ev_deadline = mono_ms() + 30000;
+    int64_t ev_deadline = cli_cell_mono_ms() + 30000;
     while (true) {
         if (cli_region_event_get(c, name, new_epoch, &ev) == ETCD_OK) {
             have_event = true;
             if (ev.promoted_at_ms > 0)
                 break;
         }
-        int64_t now = mono_ms();
+        int64_t now = cli_cell_mono_ms();
         if (now >= ev_deadline || now >= deadline + 30000)
             break;
-        sleep_ms(CMD_REGION_POLL_MS);
+        cli_cell_sleep_ms(CMD_REGION_POLL_MS);
     }
     int64_t detection = have_event ? span(ev.leader_lost_at_ms, ev.acquired_at_ms) : -1;
     int64_t promotion = have_event ? span(ev.acquired_at_ms, ev.promoted_at_ms) : -1;
