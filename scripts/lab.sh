@@ -504,6 +504,27 @@ cmd_up() {
       jq -r '.key' > "$DIR/cells/$c/demo.key" || die "cannot create the demo key of cell $c"
     chmod 600 "$DIR/cells/$c/demo.key"
   done
+
+  # ---- the DR standbys: the lab is up once each streams from its leader
+  # (a region loss before that would have nothing to promote).
+  if [ -n "$dr_nodes" ]; then
+    step "waiting for the DR standbys to stream: $dr_nodes"
+    local dn dc ok_dr
+    for dn in $dr_nodes; do
+      dc=$(awk -F'\t' -v n="$dn" '$1 == n { print $2 }' "$DIR/nodes.tsv")
+      ok_dr=0
+      deadline=$(( $(date +%s) + 120 ))
+      while [ "$(date +%s)" -lt "$deadline" ]; do
+        l=$(leader_node "$dc")
+        if [ -n "$l" ] && lp=$(pg_port_of "$l") &&
+           [ "$(sql_at "$lp" -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = '$dn' AND state = 'streaming'")" = 1 ]; then
+          ok_dr=1; break
+        fi
+        sleep 0.5
+      done
+      [ "$ok_dr" = 1 ] || die "DR standby $dn of cell $dc is not streaming after 120 s (logs: $DIR/logs/keeper-$dn.log)"
+    done
+  fi
   step "lab up"
   print_endpoints
 }
