@@ -16,6 +16,10 @@
  *                         send it, so a slow server cannot hide its own
  *                         queueing (no coordinated omission).
  *
+ * --durability global adds "durability": "global" to every transfer (the
+ * answer waits until the cell's cross-region DR standby has flushed the
+ * commit, issue 4); --durability regional sends the default explicitly.
+ *
  * Account ids are derived from --seed and the account's index, so the
  * creating run and the transfer runs agree without passing files. Every
  * request's latency goes into a preallocated, bounded array; requests that
@@ -99,6 +103,7 @@ typedef struct lg_options {
     uint32_t metadata_bytes;
     uint32_t ledger;
     uint32_t code;
+    const char *durability; /* NULL (field omitted), "regional" or "global" */
     bool json;
     bool quiet;
 } lg_options;
@@ -392,13 +397,17 @@ static size_t lg_build_transfer(lg_client *c, uint64_t seq) {
     /* Length varies by up to 64 characters around metadata_bytes. */
     uint32_t meta_len = g.opt.metadata_bytes - (uint32_t)lg_rng_below(&c->rng, 64);
     uint32_t offset = (uint32_t)lg_rng_below(&c->rng, g.opt.metadata_bytes);
+    /* The option was checked against a fixed list: no escaping needed. */
+    const char *dur_key = g.opt.durability ? ",\"durability\":\"" : "";
+    const char *dur_value = g.opt.durability ? g.opt.durability : "";
+    const char *dur_end = g.opt.durability ? "\"" : "";
     int len = snprintf(c->body, c->body_cap,
                        "{\"transfers\":[{\"id\":\"%s\",\"debit_account_id\":\"%s\","
                        "\"credit_account_id\":\"%s\",\"amount\":%" PRIu32 ",\"ledger\":%" PRIu32
-                       ",\"code\":%" PRIu32 ",\"metadata\":{\"note\":\"%.*s\",\"seq\":%" PRIu64
+                       ",\"code\":%" PRIu32 "%s%s%s,\"metadata\":{\"note\":\"%.*s\",\"seq\":%" PRIu64
                        ",\"source\":\"loadgen\"}}]}",
-                       id, debit, credit, amount, g.opt.ledger, g.opt.code, (int)meta_len,
-                       c->metadata_pool + offset, seq);
+                       id, debit, credit, amount, g.opt.ledger, g.opt.code, dur_key, dur_value,
+                       dur_end, (int)meta_len, c->metadata_pool + offset, seq);
     mrd_assert(len > 0 && (size_t)len < c->body_cap);
     return (size_t)len;
 }
@@ -721,7 +730,8 @@ static void lg_report(const char *mode, const lg_summary *s) {
         return;
     printf("{\"mode\":\"%s\",\"clients\":%" PRIu32 ",\"workers\":%" PRIu32
            ",\"seconds\":%" PRIu32 ",\"rate_target_per_s\":%.3f,\"accounts\":%" PRIu32
-           ",\"metadata_bytes\":%" PRIu32 ",\"requests\":%" PRIu64 ",\"ok\":%" PRIu64
+           ",\"metadata_bytes\":%" PRIu32 ",\"durability\":\"%s\",\"requests\":%" PRIu64
+           ",\"ok\":%" PRIu64
            ",\"errors\":%" PRIu64 ",\"errors_http\":%" PRIu64 ",\"errors_transport\":%" PRIu64
            ",\"errors_result\":%" PRIu64 ",\"late_sends\":%" PRIu64
            ",\"elapsed_s\":%.3f,\"transfers_per_s\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f"
@@ -732,7 +742,8 @@ static void lg_report(const char *mode, const lg_summary *s) {
            mode, g.opt.mode == LG_MODE_CLOSED ? g.opt.clients_count : 0,
            g.opt.mode == LG_MODE_OPEN ? g.opt.workers_count : 0, g.opt.seconds,
            g.opt.mode == LG_MODE_OPEN ? g.opt.rate_per_s : 0.0, g.opt.accounts_count,
-           g.opt.metadata_bytes, s->requests, s->ok, s->errors,
+           g.opt.metadata_bytes, g.opt.durability ? g.opt.durability : "regional", s->requests,
+           s->ok, s->errors,
            (uint64_t)atomic_load(&g.errors_http), (uint64_t)atomic_load(&g.errors_transport),
            (uint64_t)atomic_load(&g.errors_result), (uint64_t)atomic_load(&g.late_count),
            s->elapsed_s, tps, s->p50_ms, s->p90_ms, s->p99_ms, s->p999_ms, s->max_ms, s->mean_ms,
@@ -871,6 +882,8 @@ static void lg_usage(FILE *f) {
             "                        their errors count, their throughput/latency do not)\n"
             "  --metadata-bytes B    metadata string length (default %u)\n"
             "  --ledger L --code C   (default 840, 1)\n"
+            "  --durability D        regional or global: sent as each transfer's \"durability\"\n"
+            "                        (default: not sent, i.e. regional)\n"
             "  --json                print one JSON object with the results on stdout\n"
             "  --quiet               no progress lines\n"
             "exit status: 0 ok, 2 the run had errors (results flagged), 1 failure\n",
@@ -895,7 +908,7 @@ static int lg_parse_args(int argc, char **argv, lg_options *o) {
     enum {
         OPT_URL = 256, OPT_KEY, OPT_SEED, OPT_ACCOUNTS, OPT_CREATE, OPT_CLOSED, OPT_OPEN,
         OPT_RATE, OPT_CLIENTS, OPT_WORKERS, OPT_SECONDS, OPT_WARMUP, OPT_META, OPT_LEDGER,
-        OPT_CODE, OPT_JSON, OPT_QUIET, OPT_HELP,
+        OPT_CODE, OPT_DURABILITY, OPT_JSON, OPT_QUIET, OPT_HELP,
     };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, OPT_URL},
@@ -913,6 +926,7 @@ static int lg_parse_args(int argc, char **argv, lg_options *o) {
         {"metadata-bytes", required_argument, NULL, OPT_META},
         {"ledger", required_argument, NULL, OPT_LEDGER},
         {"code", required_argument, NULL, OPT_CODE},
+        {"durability", required_argument, NULL, OPT_DURABILITY},
         {"json", no_argument, NULL, OPT_JSON},
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"help", no_argument, NULL, OPT_HELP},
@@ -978,6 +992,15 @@ static int lg_parse_args(int argc, char **argv, lg_options *o) {
             rc = lg_parse_u32("--ledger", optarg, 1, UINT32_MAX, &o->ledger);
             break;
         case OPT_CODE: rc = lg_parse_u32("--code", optarg, 0, 65535, &o->code); break;
+        case OPT_DURABILITY:
+            if (strcmp(optarg, "regional") == 0 || strcmp(optarg, "global") == 0) {
+                o->durability = optarg;
+            } else {
+                fprintf(stderr, "loadgen: --durability must be regional or global, not \"%s\"\n",
+                        optarg);
+                rc = -1;
+            }
+            break;
         case OPT_JSON: o->json = true; break;
         case OPT_QUIET: o->quiet = true; break;
         case OPT_HELP: lg_usage(stdout); exit(0);

@@ -21,6 +21,15 @@
 #   BENCH_KEEP [0]          1: keep the temporary directory (data, logs)
 #   BENCH_PGBENCH_ONLY [0]  1: stop after the baseline (no meridiand needed)
 #   BENCH_DRILL_RUNS [5]    runs of the failover drill (0: skip it)
+#   BENCH_REGION [1]        0: skip the multi-region phases (9)-(11) below
+#   BENCH_REGION_LAG [1]    0: skip (9), the DR lag at 10x peak
+#   BENCH_REGION_LAG_RATE [10 x BENCH_RATE]  its open-loop rate
+#   BENCH_REGION_LAG_WORKERS [256]           its open-loop workers
+#   BENCH_REGION_GLOBAL [1] 0: skip (10), the global durability latency
+#   BENCH_REGION_GLOBAL_RATE [20]            its open-loop rate
+#   BENCH_REGION_DRILL_RUNS [3]  runs of the region-loss drill (0: skip it)
+#   BENCH_REGION_DRILL_CLIENTS [32] its writers (paced to BENCH_RATE in all)
+#   BENCH_REGION_ACCOUNTS [20000]    accounts created in the lab's cell
 #
 # Phases: (1) primary + synchronous standby via scripts/pg.sh, (2) pgbench,
 # (3) meridiand on a fresh database with 100,000 accounts, (4) loadgen
@@ -31,7 +40,14 @@
 # `meridianctl drill node-loss --runs 5 --json` on a cell of its own
 # (etcd x3, three keepers, two meridiand), whose rto_s_median, rto_s_max,
 # acked_lost and invariant_violations join the JSON line (a failed drill
-# flags the results). Everything started here is stopped by
+# flags the results). Then, in bench/region.sh: the two-region lab
+# (`meridianctl lab up`) for (9) the DR standby's lag at 10x the peak rate
+# and (10) the extra latency of "durability": "global", and after the lab
+# is down (11) `meridianctl drill region-loss --runs 3 --rate 167` (labs of
+# its own; reported as skipped, not failed, by a meridianctl that refuses
+# those options). Their numbers (lag_p99_ms_10x,
+# global_durability_extra_ms, region_rto_s_median, region_acked_lost_max,
+# ...) join the table and the JSON line. Everything started here is stopped by
 # PID on exit, failure or Ctrl-C. Logs of the last run are copied to
 # bench/out/last/. Exit status: 0, 3 when a run had errors (results
 # flagged, JSON still printed), 1 on failure.
@@ -84,6 +100,7 @@ PRIMARY="$WORK/p1"
 STANDBY="$WORK/s1"
 MERIDIAND_PID=
 CHILD_PID=
+CHILD_GRACE_TENTHS=50 # how long cleanup waits for the child after SIGTERM
 
 # Run a long command in the background and wait for it, so a signal to
 # this script is handled at once (bash defers traps while a foreground
@@ -103,14 +120,18 @@ save_logs() {
   cp "$WORK"/*.log "$WORK"/*.json "$last"/ 2>/dev/null || true
   if [ -f "$PRIMARY/postgres.log" ]; then cp "$PRIMARY/postgres.log" "$last/primary.log"; fi
   if [ -f "$STANDBY/postgres.log" ]; then cp "$STANDBY/postgres.log" "$last/standby.log"; fi
+  if [ -d "$WORK/region" ]; then cp -r "$WORK/region" "$last/region"; fi
 }
 
 cleanup() {
   local rc=$?
-  trap - EXIT INT TERM
+  trap - EXIT
+  # A second Ctrl-C must not cut short the stopping below (region.sh
+  # takes a whole lab down).
+  trap '' INT TERM
   if [ -n "$CHILD_PID" ] && kill -0 "$CHILD_PID" 2>/dev/null; then
     kill -TERM "$CHILD_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$CHILD_PID" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 "$CHILD_GRACE_TENTHS"); do kill -0 "$CHILD_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$CHILD_PID" 2>/dev/null || true
   fi
   if [ -n "$MERIDIAND_PID" ] && kill -0 "$MERIDIAND_PID" 2>/dev/null; then
@@ -317,6 +338,19 @@ RESULT=$(jq -cn --argjson c "$C" --argjson o "$O" \
      aim_ratio_met: ($ratio >= 10), aim_p99_at_peak_met: ($o.p99_ms <= 20),
      flagged: ((($c.errors + $o.errors) > 0) or ($integrity | not))}')
 
+# The drills and the lab bring up instances of their own: stop meridiand
+# and the two PostgreSQL instances now (their logs stay for save_logs).
+phase "stopping the single-region instances (meridiand, primary, standby)"
+if [ -n "$MERIDIAND_PID" ] && kill -0 "$MERIDIAND_PID" 2>/dev/null; then
+  kill -TERM "$MERIDIAND_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$MERIDIAND_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$MERIDIAND_PID" 2>/dev/null || true
+  wait "$MERIDIAND_PID" 2>/dev/null || true
+fi
+MERIDIAND_PID=
+"$PG" stop "$STANDBY" >/dev/null 2>&1 || true
+"$PG" stop "$PRIMARY" >/dev/null 2>&1 || true
+
 # --- 8. Failover drill (issue 3): the leader's node killed, DRILL_RUNS times,
 # on a cell of its own; the drill takes it down and removes it.
 DRILL_RUNS=${BENCH_DRILL_RUNS:-5}
@@ -337,7 +371,8 @@ else
   set -e
   sed '$d' "$WORK/drill.out" >&2
   DRILL_LAST=$(tail -n 1 "$WORK/drill.out")
-  if jq -e 'type == "object" and has("rto_s_median")' >/dev/null 2>&1 <<<"$DRILL_LAST"; then
+  # (jq 1.6 -e answers 0 to empty input: test for a line first.)
+  if [ -n "$DRILL_LAST" ] && jq -e 'type == "object" and has("rto_s_median")' >/dev/null 2>&1 <<<"$DRILL_LAST"; then
     DRILL_JSON=$DRILL_LAST
     note "drill: exit $drill_rc, rto_s_median $(jq -r .rto_s_median <<<"$DRILL_JSON") s, rto_s_max $(jq -r .rto_s_max <<<"$DRILL_JSON") s, acked_lost $(jq -r .acked_lost <<<"$DRILL_JSON"), invariant_violations $(jq -r .invariant_violations <<<"$DRILL_JSON")"
   else
@@ -354,6 +389,40 @@ RESULT=$(jq -c --argjson d "$DRILL_JSON" --arg note "$DRILL_NOTE" --argjson runs
        aim_rto_met: (if $d == null or $d.rto_s_median == null then null
                      else ($d.rto_s_median <= 3 and $d.rto_s_max <= 5 and $d.acked_lost == 0) end)}
   | .flagged = (.flagged or ($runs > 0 and .drill_pass != true))' <<<"$RESULT")
+
+# --- 9-11. Multi-region (issue 4): bench/region.sh brings up the two-region
+# lab for the DR lag at 10x peak and the global durability latency, takes
+# it down, then runs the region-loss drill. Its last stdout line is its
+# JSON object; it takes the lab down itself (by PID) whatever happens.
+REGION_JSON=null
+if [ "${BENCH_REGION:-1}" = 0 ]; then
+  REGION_NOTE="skipped (BENCH_REGION=0)"
+else
+  phase "multi-region phases (bench/region.sh)"
+  CHILD_GRACE_TENTHS=1800
+  set +e
+  BENCH_SEED=$SEED BENCH_SECONDS=$SECONDS_RUN BENCH_RATE=$RATE \
+    BENCH_METADATA_BYTES=$METADATA_BYTES BENCH_REGION_OUT="$WORK/region" BENCH_REGION_QUIET_TABLE=1 \
+    run_child "$ROOT/bench/region.sh" "$BUILD" >"$WORK/region.out"
+  region_rc=$?
+  set -e
+  CHILD_GRACE_TENTHS=50
+  REGION_LAST=$(tail -n 1 "$WORK/region.out" 2>/dev/null || true)
+  if [ -n "$REGION_LAST" ] && jq -e 'type == "object" and has("lag_p99_ms_10x")' >/dev/null 2>&1 <<<"$REGION_LAST"; then
+    REGION_JSON=$REGION_LAST
+    REGION_NOTE=
+  else
+    REGION_NOTE="failed: bench/region.sh printed no result (exit $region_rc)"
+    note "multi-region $REGION_NOTE"
+  fi
+fi
+RESULT=$(jq -c --argjson r "$REGION_JSON" --arg note "${REGION_NOTE:-}" '
+  if $r == null then
+    . + {region_rto_s_median: null, region_acked_lost_max: null, lag_p99_ms_10x: null,
+         global_durability_extra_ms: null, region_note: $note,
+         region_flagged: ($note | startswith("failed"))}
+  else . + $r end
+  | .flagged = (.flagged or .region_flagged)' <<<"$RESULT")
 
 {
   echo
@@ -383,11 +452,17 @@ RESULT=$(jq -c --argjson d "$DRILL_JSON" --arg note "$DRILL_NOTE" --argjson runs
       "failover drill (node-loss x\(.drill_runs)): RTO median \(f(.rto_s_median)) s, max \(f(.rto_s_max)) s (aim <= 3 s / <= 5 s: \(if .aim_rto_met then "met" else "NOT met" end)); detection median \(f(.detection_s_median)) s; acked lost \(.acked_lost), invariant violations \(.invariant_violations)\(if .drill_pass then "" else "; FLAGGED: drill failed" end)"
     end' <<<"$RESULT"
   echo
+  if [ -n "$(jq -r '.region_note // empty' <<<"$RESULT")" ]; then
+    echo "multi-region: $(jq -r .region_note <<<"$RESULT")"
+  else
+    "$ROOT/bench/region.sh" --table <<<"$RESULT"
+  fi
+  echo
 }
 echo "$RESULT" >"$WORK/result.json"
 echo "$RESULT" >"$ROOT/bench/out/last.json"
 if [ "$(jq -r .flagged <<<"$RESULT")" = true ]; then
-  echo "bench: FLAGGED — $(jq -r .errors <<<"$RESULT") requests failed, integrity_ok=$(jq -r .integrity_ok <<<"$RESULT"), drill_pass=$(jq -r .drill_pass <<<"$RESULT"); see bench/out/last/ for samples and logs" >&2
+  echo "bench: FLAGGED — $(jq -r .errors <<<"$RESULT") requests failed, integrity_ok=$(jq -r .integrity_ok <<<"$RESULT"), drill_pass=$(jq -r .drill_pass <<<"$RESULT"), region_flagged=$(jq -r .region_flagged <<<"$RESULT"); see bench/out/last/ for samples and logs" >&2
   echo "$RESULT"
   exit 3
 fi

@@ -11,6 +11,7 @@ PACKAGES=(
   postgresql-15
   etcd-server etcd-client redis-server haproxy
   curl jq procps iproute2 prometheus bc
+  socat
 )
 
 missing=()

@@ -9,8 +9,8 @@
 #   - etcd, one member per topology member (raft timing raised for WAN RTT);
 #   - per cell: its nodes (PostgreSQL run by meridian-keeper), the ledger
 #     schema, meridiand instances per region following the cell's leader;
-#   - HAProxy per region (health checks on meridiand /readyz) and a global
-#     entry HAProxy that routes each cell's customers to a region serving it.
+#   - HAProxy per region and a global entry; lab-follow.sh (tracked like the
+#     rest) points the entry at each cell's leader region, scales up there.
 # Several cells share the one etcd cluster (keys /meridian/<cell>/...).
 #
 # Usage:
@@ -22,8 +22,12 @@
 #       db-crash NODE           SIGKILL the node's postmaster only
 #       zone-loss REGION ZONE   node-kill every node (and etcd member) of the zone
 #       region-loss REGION      kill nodes, meridiand, HAProxy and etcd of the region
+#       db-loss CELL REGION     node-kill every node of CELL in REGION (etcd,
+#                               meridiand and HAProxy stay)
 #       partition REGION        cut REGION off from every other region
-#       heal                    every link passes again (undoes partition)
+#       etcd-majority-loss KEEP_REGION  freeze every etcd member outside KEEP_REGION
+#       heal                    every link passes, frozen etcd members resume
+#                               (undoes partition and etcd-majority-loss)
 #       wan-delay MS [JITTER]   one-way delay (and jitter) of every WAN link
 #       restart NAME            start a killed process again (names: lab.sh status)
 #   lab.sh dsn [--dir DIR] CELL      libpq DSN of the cell's current leader
@@ -94,14 +98,14 @@ T() { jq -r "$@" "$DIR/topology.json"; }
 #   nodes.tsv    NAME CELL REGION ZONE ROLE PG_PORT KEEPER_PORT
 #   members.tsv  NAME REGION ZONE CLIENT_PORT PEER_PORT
 #   cells.tsv    NAME HOME_REGION
-#   md.tsv       CELL REGION INSTANCES PORT
+#   md.tsv       CELL REGION INSTANCES PORT SCALE_TO
 #   wan.tsv      REGION_A REGION_B ONE_WAY_DELAY_MS JITTER_MS
 #   regions.txt  NAME
 flatten() {
   T '.cells[] as $c | $c.nodes[] | [.name, $c.name, .region, .zone, .role, (.pg_port // "auto" | tostring), (.keeper_port // "auto" | tostring)] | @tsv' > "$DIR/nodes.tsv"
   T '.etcd.members[] | [.name, .region, .zone, (.client_port // "auto" | tostring), (.peer_port // "auto" | tostring)] | @tsv' > "$DIR/members.tsv"
   T '.cells[] | [.name, .home_region] | @tsv' > "$DIR/cells.tsv"
-  T '.cells[] as $c | ($c.meridiand // [])[] | [$c.name, .region, (.instances // 1 | tostring), (.port // "auto" | tostring)] | @tsv' > "$DIR/md.tsv"
+  T '.cells[] as $c | ($c.meridiand // [])[] | [$c.name, .region, (.instances // 1 | tostring), (.port // "auto" | tostring), ([.scale_to // 0, .instances // 1] | max | tostring)] | @tsv' > "$DIR/md.tsv"
   T '.wan[]? | [.between[0], .between[1], (.one_way_delay_ms // 40 | tostring), (.jitter_ms // 0 | tostring)] | @tsv' > "$DIR/wan.tsv"
   T '.regions[].name' > "$DIR/regions.txt"
 }
@@ -218,6 +222,7 @@ cmd_up() {
     [ -x "$b" ] || die "$b missing: run scripts/install-deps.sh"
   done
   command -v jq >/dev/null || die "jq missing: run scripts/install-deps.sh"
+  command -v socat >/dev/null || die "socat missing (the follower talks to HAProxy's admin socket): run scripts/install-deps.sh"
   if [ -f "$DIR/env" ]; then
     die "$DIR already holds a lab; run: meridianctl lab down --dir $DIR"
   fi
@@ -232,7 +237,7 @@ cmd_up() {
   fi
   "$BUILD/meridianctl" topology show --json "$topo" > "$DIR/topology.json" 2>/dev/null ||
     cp "$topo" "$DIR/topology.json"
-  : > "$DIR/env"; : > "$DIR/procs"; : > "$DIR/links"
+  : > "$DIR/env"; : > "$DIR/procs"; : > "$DIR/links"; : > "$DIR/scale.list"; : > "$DIR/events.jsonl"
   flatten
   load_tables
   setv BUILD "$BUILD"
@@ -249,6 +254,9 @@ cmd_up() {
   "$BUILD/meridiand" --help 2>&1 | grep -qw -- 'region' && md_region=1
   setv KEEPER_ROLE_DR "$keeper_role"
   setv KEEPER_ADVERTISE "$keeper_adv"
+  local keeper_drf=0
+  "$BUILD/meridian-keeper" --help 2>&1 | grep -q -- '--dr-fence-ms' && keeper_drf=1
+  setv KEEPER_DR_FENCE "$keeper_drf"
   setv MERIDIAND_REGION "$md_region"
 
   # ---- names
@@ -387,6 +395,14 @@ cmd_up() {
       if [ "$pol" = automatic ]; then
         args+=(--region-failover-after-s "$after" --max-loss-ms "$(awk -v s="$loss" 'BEGIN{printf "%d", s*1000}')")
       fi
+    elif [ "$KEEPER_DR_FENCE" = 1 ] &&
+         [ "$(T --arg c "$c" '[.cells[] | select(.name == $c) | select(.failover.mode == "automatic") | .nodes[] | select(.role == "dr-standby")] | length')" -gt 0 ]; then
+      # A home node of a cell whose DR standby may take over on its own:
+      # as primary, fence as soon as etcd and the DR standby both go
+      # silent for half the loss bound (a partition), not a lease later.
+      local loss_h
+      loss_h=$(T --arg c "$c" '.cells[] | select(.name == $c) | .failover.max_loss_s // 1')
+      args+=(--dr-fence-ms "$(awk -v s="$loss_h" 'BEGIN{v = s*500; if (v < 500) v = 500; printf "%d", v}')")
     fi
     if [ "$KEEPER_ADVERTISE" = 1 ]; then
       local rr
@@ -449,8 +465,8 @@ cmd_up() {
     local drs
     drs=$(T --arg c "$c" '[.cells[] | select(.name == $c) | .nodes[] | select(.role == "dr-standby") | .name] | join(",")')
     [ -n "$drs" ] && echo "global_standby_names = $drs" >> "$DIR/cells/$c/meridiand.conf"
-    local count port0 i _c
-    while IFS=$'\t' read -r _c r count port0; do
+    local count port0 scale i _c
+    while IFS=$'\t' read -r _c r count port0 scale; do
       [ "$_c" = "$c" ] || continue
       local conf="$DIR/cells/$c/meridiand-$r.conf"
       cp "$DIR/cells/$c/meridiand.conf" "$conf"
@@ -465,6 +481,22 @@ cmd_up() {
         add_proc "$name" meridiand "$r" "" "$c" "$DIR/pids/$name.pid"
         echo "$c $r $name $port" >> "$DIR/meridiand.list"
         urls_all="$urls_all http://127.0.0.1:$port"
+      done
+      # Scale-up (topology "scale_to"): the instances this region adds while
+      # it serves the cell. Ports now, command lines in DIR/scale/, disabled
+      # servers in the region's HAProxy; lab-follow.sh starts them when the
+      # cell's leader moves into the region.
+      [[ "${scale:-}" =~ ^[0-9]+$ ]] || scale=$count
+      for ((i = count + 1; i <= scale && i <= 16; i++)); do
+        local name="meridiand-$c-$r-$i" fixed=auto
+        [[ "$port0" =~ ^[0-9]+$ ]] && fixed=$((port0 + i - 1))
+        alloc_port "MD_$(vn "$c-$r-$i")" "$fixed"
+        port=$(getv "MD_$(vn "$c-$r-$i")")
+        mkdir -p "$DIR/scale"
+        printf '%q ' "$BUILD/meridiand" --config "$conf" --listen "127.0.0.1:$port" \
+          --etcd "$(getv "ETCD_EPS_$(vn "$r")")" --pid-file "$DIR/pids/$name.pid" > "$DIR/scale/$name.cmd"
+        echo >> "$DIR/scale/$name.cmd"
+        echo "$c $r $name $port" >> "$DIR/scale.list"
       done
     done < "$DIR/md.tsv"
   done
@@ -495,7 +527,16 @@ cmd_up() {
     done
   done
 
-  # ---- demo keys
+  # ---- the follower: moves the global entry's weight to the region of each
+  # cell's leader and scales meridiand up there (scripts/lab-follow.sh).
+  step "starting the follower (global entry follows each cell's leader; scale-up)"
+  launch follower "$DIR/logs/follower.log" bash "$here/lab-follow.sh" --dir "$DIR" \
+    --pid-file "$DIR/pids/follower.pid"
+  add_proc follower follower "*" "" "" "$DIR/pids/follower.pid"
+  for _ in $(seq 1 50); do [ -s "$DIR/pids/follower.pid" ] && break; sleep 0.1; done
+  [ -n "$(proc_pid "$DIR/pids/follower.pid")" ] || die "the follower did not start (see $DIR/logs/follower.log)"
+
+  # ---- demo keys (they name their cell: the config has `cell`)
   for c in $cells; do
     l=$(leader_node "$c")
     "$BUILD/meridianctl" --config "$DIR/cells/$c/meridiand.conf" \
@@ -556,7 +597,7 @@ defaults
     timeout check 2s
     retries 2
     option redispatch
-    default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 2
+    default-server inter 1s fastinter 500ms downinter 500ms fall 2 rise 2
 EOF
   }
   for r in $regions; do
@@ -577,7 +618,11 @@ EOF
         echo "backend cell_$c"
         echo "    option httpchk"
         echo "    http-check send meth GET uri /readyz"
+        echo "    http-response set-header X-Meridian-Region $r"
         awk -v c="$c" -v r="$r" '$1==c && $2==r {printf "    server %s 127.0.0.1:%s check\n", $3, $4}' "$DIR/meridiand.list"
+        # Scale-up instances: declared now, enabled by lab-follow.sh through
+        # the admin socket once their /readyz answers.
+        awk -v c="$c" -v r="$r" '$1==c && $2==r {printf "    server %s 127.0.0.1:%s check disabled\n", $3, $4}' "$DIR/scale.list"
       done
       echo "backend to_global"
       echo "    server global 127.0.0.1:$GLOBAL_PORT"
@@ -590,7 +635,11 @@ EOF
     echo "    # /cells/<cell>/... names the cell in the path: strip it, set the header"
     echo "    http-request set-header X-Meridian-Cell %[path,field(3,/)] if { path_beg /cells/ }"
     echo "    http-request set-path %[path,regsub(^/cells/[^/]*,)] if { path_beg /cells/ }"
-    echo "    $(problem 421 cell_required "name the cell: X-Meridian-Cell header or /cells/CELL/ path prefix") if !{ req.hdr(x-meridian-cell) -m found }"
+    echo "    # else the cell an API key names (mk_<cell>_ + 43 characters; keys of the"
+    echo "    # older shape mk_ + 43 name none and need the header, prefix or port)"
+    echo "    acl key_names_cell req.hdr(authorization) -m reg ^[Bb][Ee][Aa][Rr][Ee][Rr]\\ +mk_[a-z0-9][a-z0-9_-]*_[A-Za-z0-9_-]{43}\$"
+    echo "    http-request set-header X-Meridian-Cell %[req.hdr(authorization),'regsub(\"^[^ ]+ +mk_([a-z0-9][a-z0-9_-]*)_[A-Za-z0-9_-]{43}\$\",\"\\1\")'] if !{ req.hdr(x-meridian-cell) -m found } key_names_cell"
+    echo "    $(problem 421 cell_required "name the cell: a key naming it, the X-Meridian-Cell header or a /cells/CELL/ path prefix") if !{ req.hdr(x-meridian-cell) -m found }"
     echo "    acl known_cell req.hdr(x-meridian-cell) -m str $CELLS"
     echo "    $(problem 404 unknown_cell "no such cell") if !known_cell"
     for c in $CELLS; do
@@ -609,12 +658,25 @@ EOF
       echo "    http-request set-header X-Meridian-Cell $c"
       echo "    option httpchk"
       echo "    http-check send meth GET uri /readyz hdr X-Meridian-Cell $c"
-      # The home region first; the other regions serving the cell are backups.
-      for r in $regions; do
-        awk -v c="$c" -v r="$r" '$1==c && $2==r {f=1} END {exit !f}' "$DIR/meridiand.list" || continue
-        local b=""; [ "$r" != "$home" ] && b=" backup"
-        echo "    server $r 127.0.0.1:$(getv "HAPROXY_$(vn "$r")") check$b"
+      # One server per region serving the cell, the home region first. The
+      # region of the cell's leader gets the traffic: weight 100, the others
+      # weight 0 (checked, idle). lab-follow.sh moves the weight when the
+      # leader changes region (runtime API, no reload). Each region also has
+      # a backup server tracking its health: when the weighted region fails
+      # its checks, the first healthy other one serves until the follower
+      # catches up.
+      local order="" w
+      for r in $home $regions; do
+        case " $order " in *" $r "*) continue ;; esac
+        awk -v c="$c" -v r="$r" '$1==c && $2==r {f=1} END {exit !f}' "$DIR/meridiand.list" && order="$order $r"
       done
+      for r in $order; do
+        w=0; [ "$r" = "$home" ] && w=100
+        echo "    server $r 127.0.0.1:$(getv "HAPROXY_$(vn "$r")") check weight $w"
+      done
+      if [ "$(echo $order | wc -w)" -gt 1 ]; then
+        for r in $order; do echo "    server $r-backup 127.0.0.1:$(getv "HAPROXY_$(vn "$r")") track cell_$c/$r backup"; done
+      fi
     done
   } > "$DIR/haproxy/global.cfg"
 }
@@ -624,7 +686,7 @@ print_endpoints() {
   local c r m n l
   echo "Meridian lab \"$LAB_NAME\" is up in $DIR"
   echo
-  echo "Global entry (name the cell with the X-Meridian-Cell header or a /cells/CELL/ prefix):"
+  echo "Global entry (the cell comes from the API key, the X-Meridian-Cell header or a /cells/CELL/ prefix):"
   echo "  http://127.0.0.1:$GLOBAL_PORT"
   for c in $CELLS; do
     printf '  cell %-8s http://127.0.0.1:%s  (this port is cell %s only)\n' "$c" "$(getv "GLOBAL_$(vn "$c")")" "$c"
@@ -636,6 +698,9 @@ print_endpoints() {
   done < "$DIR/haproxy/list"
   echo "meridiand:"
   while read -r c r n p; do printf '  %-24s http://127.0.0.1:%s  (cell %s, %s)\n' "$n" "$p" "$c" "$r"; done < "$DIR/meridiand.list"
+  while read -r c r n p; do
+    printf '  %-24s http://127.0.0.1:%s  (cell %s, %s: started when the cell'"'"'s leader moves there)\n' "$n" "$p" "$c" "$r"
+  done < "$DIR/scale.list"
   echo "etcd (direct client URLs): $ETCD_DIRECT"
   echo "netem control: http://127.0.0.1:$NETEM_CONTROL/links"
   echo "Nodes:"
@@ -670,8 +735,9 @@ cmd_down() {
   [ -f "$DIR/env" ] || { say "no lab in $DIR"; return 0; }
   load
   local kind name f p
-  # Front to back: HAProxy, meridiand, keepers, PostgreSQL, etcd, netem.
-  for kind in haproxy meridiand keeper postgres etcd netem; do
+  # Front to back: the follower (it starts meridiand), HAProxy, meridiand,
+  # keepers, PostgreSQL, etcd, netem.
+  for kind in follower haproxy meridiand keeper postgres etcd netem; do
     local pids=""
     while IFS='|' read -r name k _ _ _ f; do
       [ "$k" = "$kind" ] || continue
@@ -726,19 +792,30 @@ cmd_status() {
   done
   local links="[]"
   links=$(curl -sf --max-time 2 "http://127.0.0.1:$NETEM_CONTROL/links" 2>/dev/null || echo '[]')
+  # The follower's events (route switches, scale-ups; the last 64) and the
+  # scale-up plan: instances a region adds while it serves the cell.
+  local events="[]" scale="[]"
+  [ -f "$DIR/events.jsonl" ] && events=$(tail -n 64 "$DIR/events.jsonl" | jq -s -c '[.[] | objects]' 2>/dev/null || echo '[]')
+  [ -f "$DIR/scale.list" ] && scale=$(head -n "$MAX_PROCS" "$DIR/scale.list" |
+    jq -R -s -c '[split("\n")[] | select(length > 0) | split(" ") | {cell:.[0], region:.[1], name:.[2], port:(.[3] | tonumber)}]')
   local out
   out=$(jq -n --arg dir "$DIR" --arg topo "$TOPOLOGY" --argjson procs "$procs" --argjson cells "$cells" \
     --argjson links "$links" --arg g "http://127.0.0.1:$GLOBAL_PORT" --arg etcd "$ETCD_DIRECT" \
-    --arg netem "http://127.0.0.1:$NETEM_CONTROL" \
+    --arg netem "http://127.0.0.1:$NETEM_CONTROL" --argjson events "$events" --argjson scale "$scale" \
     '{dir:$dir, topology:$topo, global_url:$g, etcd:$etcd, netem_control:$netem,
       alive:([$procs[] | select(.alive)] | length), processes_total:($procs | length),
       cells:$cells, processes:$procs,
+      scale_up:[$scale[] | . as $s | .started = ([$procs[] | select(.name == $s.name)] | length > 0)
+                | .alive = ([$procs[] | select(.name == $s.name and .alive)] | length > 0)],
+      events:$events,
       links:[$links[] | {name, mode, delay_ms, jitter_ms, connections}]}')
   if [ "$json" = 1 ]; then echo "$out" | jq -c .; return 0; fi
   echo "lab in $DIR ($(jq -r '.alive' <<<"$out")/$(jq -r '.processes_total' <<<"$out") processes alive)"
   echo "global entry $(jq -r .global_url <<<"$out")"
   jq -r '.cells | to_entries[] | "cell \(.key): leader \(.value.leader // "NONE") in \(.value.leader_region // "-"), epoch \(.value.epoch // "-"), entry \(.value.global_url)"' <<<"$out"
   jq -r '.processes[] | "  \(if .alive then "up  " else "DOWN" end) \(.name) \(.region) \(.zone) \(if .pid then "pid \(.pid)" else "" end)"' <<<"$out"
+  jq -r '.scale_up[] | select(.started | not) | "  idle \(.name) \(.region) (scale-up for cell \(.cell), port \(.port))"' <<<"$out"
+  jq -r 'if (.events | length) > 0 then "events:", (.events[-10:][] | "  \(.time) \(.kind) cell \(.cell) \(.region)\(if .leader then " leader \(.leader) epoch \(.epoch)" else "" end)\(if .instances then " instances \(.instances)" else "" end)\(if .instance then " \(.instance)" else "" end)\(if .ready_after_ms then " ready after \(.ready_after_ms) ms" else "" end)") else empty end' <<<"$out"
   jq -r 'if (.links | length) > 0 then "netem links:", (.links[] | "  \(.name) \(.mode) \(.delay_ms) ms ±\(.jitter_ms)") else "netem: not answering" end' <<<"$out"
 }
 
@@ -786,20 +863,47 @@ cmd_fault() {
         [ "$k" = postgres ] && continue
         p=$(proc_pid "$f"); [ -n "$p" ] && kill -KILL "$p" && say "killed $name (pid $p)"
       done < <(head -n "$MAX_PROCS" "$DIR/procs") ;;
+    db-loss)
+      c=${1:?usage: fault db-loss CELL REGION}; r=${2:?usage: fault db-loss CELL REGION}
+      local hit=0
+      for n in $(awk -F'\t' -v c="$c" -v r="$r" '$2 == c && $3 == r { print $1 }' "$DIR/nodes.tsv"); do
+        if [ -n "$(proc_pid "$DIR/pids/keeper-$n.pid")" ] || [ -n "$(postmaster_pid "$n")" ]; then
+          kill_node "$n"; hit=1
+        fi
+      done
+      [ "$hit" = 1 ] || die "no running node of cell $c in $r" ;;
+    etcd-majority-loss)
+      # Freeze every etcd member outside REGION (SIGSTOP: to the others as
+      # silent as a crash, and `heal` brings them back with their data).
+      r=${1:?usage: fault etcd-majority-loss KEEP_REGION}
+      grep -qx -- "$r" "$DIR/regions.txt" || die "no region $r"
+      local total=0 frozen=0
+      while IFS='|' read -r name k pr _ _ f; do
+        [ "$k" = etcd ] || continue
+        total=$((total + 1))
+        [ "$pr" = "$r" ] && continue
+        p=$(proc_pid "$f")
+        if [ -n "$p" ] && kill -STOP "$p"; then
+          echo "$name $p" >> "$DIR/frozen"; frozen=$((frozen + 1))
+        fi
+      done < <(head -n "$MAX_PROCS" "$DIR/procs")
+      [ $((frozen * 2)) -gt "$total" ] || die "froze $frozen of $total etcd members: not a majority (keep a region with fewer members)"
+      say "froze $frozen of $total etcd members (all but $r's): etcd has no majority; undo with: fault heal" ;;
     partition)
       r=${1:?usage: fault partition REGION}
       grep -qx -- "$r" "$DIR/regions.txt" || die "no region $r"
       local names
       names=$(awk -F'|' -v r="$r" '$2==r || $3==r {print $1}' "$DIR/links" | jq -R . | jq -sc .)
-      [ "$names" != "[]" ] && netem_post "{\"names\":$names,\"mode\":\"blackhole\"}"
       # etcd advertises one peer URL to every peer, so the peer links cannot
       # be cut per pair: the region's etcd members are frozen instead (to
-      # the others they are as silent as across a partition).
+      # the others they are as silent as across a partition). Frozen first:
+      # the region's primary can renew its lease no more from this moment.
       while IFS='|' read -r name k pr _ _ f; do
         [ "$k" = etcd ] && [ "$pr" = "$r" ] || continue
         p=$(proc_pid "$f"); [ -n "$p" ] && kill -STOP "$p" && echo "$name $p" >> "$DIR/frozen"
       done < <(head -n "$MAX_PROCS" "$DIR/procs")
-      say "partitioned $r: blackholed $names; froze its etcd members" ;;
+      [ "$names" != "[]" ] && netem_post "{\"names\":$names,\"mode\":\"blackhole\"}"
+      say "partitioned $r: froze its etcd members; blackholed $names" ;;
     heal)
       netem_post '{"mode":"pass"}'
       if [ -f "$DIR/frozen" ]; then
@@ -832,7 +936,7 @@ cmd_fault() {
       fi
       say "restarted $name" ;;
     *)
-      die "unknown fault '$kind' (node-kill, db-crash, zone-loss, region-loss, partition, heal, wan-delay, restart)" ;;
+      die "unknown fault '$kind' (node-kill, db-crash, db-loss, zone-loss, region-loss, partition, etcd-majority-loss, heal, wan-delay, restart)" ;;
   esac
 }
 

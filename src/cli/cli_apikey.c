@@ -2,9 +2,9 @@
  * cli_apikey.c — API keys in the api_keys table (see cli_apikey.h).
  *
  * The key text never reaches PostgreSQL: only its keyed BLAKE2b-256
- * hash (lookup_hash, sent as a binary parameter) and the first
- * APIKEY_PREFIX_LEN characters, which identify a key to an operator
- * without letting anyone use it. The customer row (when new) and the
+ * hash (lookup_hash, sent as a binary parameter) and its prefix ("mk_"
+ * [+ cell + "_"] + 7 characters, apikey_prefix), which identifies a key
+ * to an operator without letting anyone use it. The customer row (when new) and the
  * key row are written in one transaction, so a failure leaves neither.
  */
 #include "cli/cli_apikey.h"
@@ -75,8 +75,8 @@ static int insert_key(PGconn *conn, const cli_apikey_new *k,
 }
 
 int cli_apikey_create(PGconn *conn, const uint8_t pepper[APIKEY_PEPPER_SIZE],
-                      const char *customer, const char *label, cli_apikey_new *out,
-                      char *err, size_t err_size)
+                      const char *customer, const char *cell, const char *label,
+                      cli_apikey_new *out, char *err, size_t err_size)
 {
     mrd_assert(conn != NULL && pepper != NULL && label != NULL && out != NULL);
     mrd_assert(strlen(label) <= CLI_APIKEY_LABEL_MAX);
@@ -85,10 +85,14 @@ int cli_apikey_create(PGconn *conn, const uint8_t pepper[APIKEY_PEPPER_SIZE],
 
     if (apikey_init() != 0)
         return fail(err, err_size, "libsodium could not be initialised");
-    apikey_generate(out->key);
+    if (apikey_generate_for_cell(cell, out->key) != 0)
+        return fail(err, err_size,
+                    "cell \"%.64s\" cannot be named in an API key: use 1 to %d characters "
+                    "among a-z 0-9 _ -, starting with a letter or digit",
+                    cell, APIKEY_CELL_MAX);
     mrd_assert(apikey_check_format(out->key) == 0);
-    memcpy(out->prefix, out->key, APIKEY_PREFIX_LEN);
-    out->prefix[APIKEY_PREFIX_LEN] = '\0';
+    mrd_assert(apikey_prefix(out->key, out->prefix, sizeof out->prefix) == 0);
+    mrd_assert(apikey_cell(out->key, out->cell, sizeof out->cell) >= 0);
     apikey_hash(pepper, out->key, hash);
 
     if (exec_command(conn, "BEGIN", err, err_size) != 0)

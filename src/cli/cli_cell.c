@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/limits.h"
 #include "common/mrd_assert.h"
 
 #define KEY_BYTES 256
@@ -140,6 +141,34 @@ static cli_cell_member *member_slot(cli_cell *cell, const char *name)
     return m;
 }
 
+/* "addrs": {"region": "host:port", ...} into m->addrs (bounded). */
+static void parse_addrs(cli_cell_member *m, json_t *addrs)
+{
+    const char *region;
+    json_t *v;
+    if (!json_is_object(addrs))
+        return;
+    m->addr_count = 0;
+    json_object_foreach(addrs, region, v)
+    {
+        const char *a = json_string_value(v);
+        const char *colon = a != NULL ? strrchr(a, ':') : NULL;
+        if (colon == NULL || m->addr_count >= KEEPER_NODES_MAX)
+            continue;
+        size_t hl = (size_t)(colon - a);
+        if (hl == 0 || hl >= sizeof m->addrs[0].host)
+            continue;
+        int port = atoi(colon + 1);
+        if (port <= 0 || port > 65535)
+            continue;
+        snprintf(m->addrs[m->addr_count].region, sizeof m->addrs[0].region, "%s", region);
+        memcpy(m->addrs[m->addr_count].host, a, hl);
+        m->addrs[m->addr_count].host[hl] = '\0';
+        m->addrs[m->addr_count].port = port;
+        m->addr_count++;
+    }
+}
+
 static void parse_member(cli_cell *cell, const char *name, json_t *j)
 {
     cli_cell_member *m = member_slot(cell, name);
@@ -173,6 +202,20 @@ static void parse_member(cli_cell *cell, const char *name, json_t *j)
     m->port = (int)get_int(j, "port");
     copy_str(m->why, sizeof m->why, j, "why");
     m->updated_ms = get_int(j, "updated_ms");
+    parse_addrs(m, json_object_get(j, "addrs"));
+    json_t *reps = json_object_get(j, "replicas");
+    if (json_is_array(reps)) {
+        m->replicas_known = true;
+        m->replica_count = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(reps, i, v)
+        {
+            if (json_is_string(v) && m->replica_count < KEEPER_NODES_MAX)
+                snprintf(m->replicas[m->replica_count++], KEEPER_NAME_MAX, "%s",
+                         json_string_value(v));
+        }
+    }
 }
 
 /* A registry key (nodes/<node>): written by its keeper at start (no
@@ -395,7 +438,12 @@ void cli_cell_upstream_name(const cli_cell *cell, const cli_cell_member *m, char
     int p = atoi(port);
     for (size_t i = 0; i < cell->member_count; i++) {
         const cli_cell_member *o = &cell->members[i];
-        if (o != m && o->present && o->port == p && strcmp(o->host, host) == 0) {
+        if (o == m || !o->present)
+            continue;
+        bool match = o->port == p && strcmp(o->host, host) == 0;
+        for (size_t a = 0; !match && a < o->addr_count; a++)
+            match = o->addrs[a].port == p && strcmp(o->addrs[a].host, host) == 0;
+        if (match) {
             snprintf(out, out_size, "%s", o->name);
             return;
         }
@@ -828,7 +876,7 @@ int cli_cell_switchover_check(const cli_cell *cell, const char *to, char *err,
     if (!m->healthy || !m->running)
         return refuse(err, err_size, "%s is not healthy: its PostgreSQL is not running (%s)",
                       to, m->why[0] ? m->why : m->state);
-    if (!m->streaming)
+    if (!cli_cell_streams_from_leader(cell, m))
         return refuse(err, err_size,
                       "%s is not streaming from the leader %s: it would not have every "
                       "commit; wait until status shows it streaming",
@@ -882,5 +930,162 @@ int cli_cell_switchover_request(etcd_client *c, const char *cell, const char *to
     }
     *lease_id = lease;
     *requested_at_ms = at;
+    return 0;
+}
+
+bool cli_cell_streams_from_leader(const cli_cell *cell, const cli_cell_member *m)
+{
+    if (!cell->leader_present || !m->present || strcmp(m->name, cell->leader) == 0)
+        return false;
+    const cli_cell_member *l = cli_cell_find(cell, cell->leader);
+    if (l != NULL && l->present && l->replicas_known) {
+        for (size_t i = 0; i < l->replica_count; i++)
+            if (strcmp(l->replicas[i], m->name) == 0)
+                return true;
+        return false;
+    }
+    char up[KEEPER_NAME_MAX + 16];
+    cli_cell_upstream_name(cell, m, up, sizeof up);
+    return m->streaming && strcmp(up, cell->leader) == 0;
+}
+
+static int region_cmp(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+int cli_cell_known_regions(etcd_client *c, char (*out)[CLI_CELL_REGION_BYTES], size_t max,
+                           size_t *count)
+{
+    *count = 0;
+    etcd_kv *kvs = NULL;
+    size_t n = 0;
+    int rc = etcd_get_prefix(c, "/meridian/", &kvs, &n, LIMIT_ETCD_PREFIX_KEYS_MAX);
+    if (rc != ETCD_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        /* /meridian/<cell>/nodes/<node> or /meridian/<cell>/members/<node> */
+        const char *rest = strchr(kvs[i].key + strlen("/meridian/"), '/');
+        if (rest == NULL ||
+            (strncmp(rest, "/nodes/", 7) != 0 && strncmp(rest, "/members/", 9) != 0))
+            continue;
+        json_t *j = json_loadb(kvs[i].value, kvs[i].value_len, 0, NULL);
+        const char *r = json_string_value(json_object_get(j, "region"));
+        bool seen = r == NULL || r[0] == '\0' || strlen(r) >= CLI_CELL_REGION_BYTES;
+        for (size_t k = 0; !seen && k < *count; k++)
+            seen = strcmp(out[k], r) == 0;
+        if (!seen && *count < max)
+            snprintf(out[(*count)++], CLI_CELL_REGION_BYTES, "%s", r);
+        json_decref(j);
+    }
+    etcd_kvs_free(kvs, n);
+    qsort(out, *count, CLI_CELL_REGION_BYTES, region_cmp);
+    return 0;
+}
+
+/* Append to buf (bounded; silently cut when full). */
+static void append(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void append(char *buf, size_t size, const char *fmt, ...)
+{
+    size_t used = strlen(buf);
+    if (used + 1 >= size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, size - used, fmt, ap);
+    va_end(ap);
+}
+
+int cli_cell_switchover_pick(const cli_cell *cell, const char *region,
+                             const char (*known_regions)[CLI_CELL_REGION_BYTES],
+                             size_t known_count, char *to, size_t to_size, char *err,
+                             size_t err_size)
+{
+    char list[768] = "";
+    to[0] = '\0';
+    if (!cell->leader_present)
+        return refuse(err, err_size,
+                      "cell %s has no leader: a switchover needs a running primary "
+                      "(run `meridianctl status --cell %s` to see why)",
+                      cell->name, cell->name);
+    bool in_cell = false;
+    for (size_t i = 0; i < cell->member_count; i++) {
+        const cli_cell_member *m = &cell->members[i];
+        append(list, sizeof list, "%s%s in %s", i ? ", " : "", m->name,
+               m->region[0] ? m->region : "?");
+        if (strcmp(m->region, region) == 0)
+            in_cell = true;
+    }
+    bool known = in_cell || strcmp(cell->leader_region, region) == 0;
+    for (size_t i = 0; !known && known_regions != NULL && i < known_count; i++)
+        known = strcmp(known_regions[i], region) == 0;
+    if (!known) {
+        char regions[512] = "";
+        for (size_t i = 0; known_regions != NULL && i < known_count; i++)
+            append(regions, sizeof regions, "%s%s", i ? ", " : "", known_regions[i]);
+        if (known_regions != NULL)
+            return refuse(err, err_size,
+                          "unknown region %s: no node of any cell is there (regions with "
+                          "nodes: %s); check the spelling against the topology",
+                          region, regions[0] ? regions : "none");
+        return refuse(err, err_size,
+                      "unknown region %s: cell %s has no node there (its nodes: %s)", region,
+                      cell->name, list[0] ? list : "none");
+    }
+    const cli_cell_member *leader = cli_cell_find(cell, cell->leader);
+    const char *leader_region = cell->leader_region[0] ? cell->leader_region
+                                : leader != NULL ? leader->region : "";
+    if (strcmp(leader_region, region) == 0)
+        return refuse(err, err_size,
+                      "the leader %s of cell %s is already in %s (epoch %" PRId64
+                      "): nothing to switch",
+                      cell->leader, cell->name, region, cell->epoch);
+    if (!in_cell)
+        return refuse(err, err_size,
+                      "cell %s has no node in region %s (its nodes: %s): pick a region "
+                      "where it has nodes",
+                      cell->name, region, list[0] ? list : "none");
+
+    /* Every node of the cell in region: eligible, or why not. */
+    const cli_cell_member *best = NULL;
+    char why_not[768] = "";
+    size_t streaming = 0;
+    for (size_t i = 0; i < cell->member_count; i++) {
+        const cli_cell_member *m = &cell->members[i];
+        if (strcmp(m->region, region) != 0)
+            continue;
+        const char *state = m->present ? m->state : "unreachable";
+        bool str = cli_cell_streams_from_leader(cell, m);
+        if (!m->present)
+            append(why_not, sizeof why_not, "%s%s (unreachable): its keeper publishes no state",
+                   why_not[0] ? "; " : "", m->name);
+        else if (!m->healthy || !m->running)
+            append(why_not, sizeof why_not, "%s%s (%s): PostgreSQL not running",
+                   why_not[0] ? "; " : "", m->name, state);
+        else if (!str)
+            append(why_not, sizeof why_not, "%s%s (%s): not streaming from %s",
+                   why_not[0] ? "; " : "", m->name, state, cell->leader);
+        else if (!m->in_syncset)
+            append(why_not, sizeof why_not, "%s%s (%s): streaming but not in the synchronous "
+                   "set yet", why_not[0] ? "; " : "", m->name, state);
+        if (m->present && str)
+            streaming++;
+        if (!m->present || !m->healthy || !m->running || !str || !m->in_syncset)
+            continue;
+        if (best == NULL || m->flush_lsn > best->flush_lsn ||
+            (m->flush_lsn == best->flush_lsn && strcmp(m->name, best->name) < 0))
+            best = m;
+    }
+    if (best == NULL)
+        return refuse(err, err_size,
+                      "no node of cell %s in %s can take over from %s yet: %s. %s; wait until "
+                      "`meridianctl status --cell %s` shows them streaming from %s and in the "
+                      "synchronous set, then run this again",
+                      cell->name, region, cell->leader, why_not,
+                      streaming == 0 ? "none is streaming from the leader"
+                                     : "none is in the synchronous set",
+                      cell->name, cell->leader);
+    snprintf(to, to_size, "%s", best->name);
     return 0;
 }

@@ -61,6 +61,20 @@ typedef struct cli_cell_member {
     int port;
     char why[256];         /* the sentence of its last FSM transition */
     int64_t updated_ms;    /* wall clock of its last publication */
+    /* "addrs": how other regions reach its PostgreSQL (keeper --advertise;
+     * in the lab, WAN-emulator links), so an upstream through one of them
+     * is still recognised as this node. */
+    size_t addr_count;
+    struct {
+        char region[64];
+        char host[64];
+        int port;
+    } addrs[KEEPER_NODES_MAX];
+    /* "replicas" (a primary only): the standbys streaming from it, by its
+     * own pg_stat_replication — what the keeper's switchover guard uses. */
+    bool replicas_known;
+    size_t replica_count;
+    char replicas[KEEPER_NODES_MAX][KEEPER_NAME_MAX];
 } cli_cell_member;
 
 /* The cell at one etcd revision. */
@@ -183,6 +197,32 @@ int cli_cell_history_read(etcd_client *c, const char *name, cli_cell_event **out
  * synchronous set. */
 int cli_cell_switchover_check(const cli_cell *cell, const char *to, char *err,
                               size_t err_size);
+
+/* Does m stream from the cell's current leader? By the leader's own
+ * pg_stat_replication when it publishes it ("replicas"), else by m's key
+ * (streaming, upstream naming the leader). */
+bool cli_cell_streams_from_leader(const cli_cell *cell, const cli_cell_member *m);
+
+/* Regions named by any node of any cell (registry and member keys under
+ * /meridian/), sorted, at most max of CLI_CELL_REGION_BYTES each.
+ * Returns 0 with *count set, or an ETCD_E_* code (ETCD_E_LIMIT when the
+ * key space is too large to scan). */
+#define CLI_CELL_REGION_BYTES 64
+int cli_cell_known_regions(etcd_client *c, char (*out)[CLI_CELL_REGION_BYTES], size_t max,
+                           size_t *count);
+
+/* `switchover --to-region`: the best node of the cell in region to lead
+ * — present, healthy, running, streaming from the current leader, in the
+ * synchronous set; of those, the most advanced flush LSN (ties: the
+ * smaller name). known_regions (may be NULL when unknown) tells "unknown
+ * region" apart from "no node of the cell there". Returns 0 with the node
+ * in to, or -1 with the refusal in err (what failed, why, what to do):
+ * no leader, unknown region, the leader is in region already, no node of
+ * the cell there, none ready (each node's state and what it lacks). */
+int cli_cell_switchover_pick(const cli_cell *cell, const char *region,
+                             const char (*known_regions)[CLI_CELL_REGION_BYTES],
+                             size_t known_count, char *to, size_t to_size, char *err,
+                             size_t err_size);
 
 /* Write the switchover request {"to","requested_at_ms"} under a fresh
  * CLI_CELL_SWITCHOVER_LEASE_S lease, only if no request exists. On

@@ -2,7 +2,9 @@
  * cmd_apikey.c — `meridianctl apikey create|list|revoke`.
  *
  * The key is printed exactly once, here, and wiped from memory right
- * after; the database only ever sees its hash (cli_apikey.c).
+ * after; the database only ever sees its hash (cli_apikey.c). A key
+ * names its cell ("mk_<cell>_...") when --cell or the config's `cell`
+ * key gives one, so the global entry can route it by the key alone.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,21 +37,25 @@ static int print_created(const cli_ctx *ctx, const cli_apikey_new *k,
                          const char *customer)
 {
     if (ctx->json) {
-        json_t *doc = json_pack("{s:s, s:s, s:s, s:o, s:I, s:b}", "key", k->key,
+        json_t *doc = json_pack("{s:s, s:s, s:s, s:o, s:o, s:I, s:b}", "key", k->key,
                                 "prefix", k->prefix, "scope",
                                 customer ? "customer" : "admin", "customer",
-                                customer ? json_string(customer) : json_null(), "id",
+                                customer ? json_string(customer) : json_null(), "cell",
+                                k->cell[0] ? json_string(k->cell) : json_null(), "id",
                                 (json_int_t)k->id, "customer_created",
                                 k->customer_created);
         return cli_out_json(doc) == 0 ? CLI_EXIT_OK : cli_fail(NULL, "cannot write JSON");
     }
     if (k->customer_created)
         printf("created customer %s (id %" PRId64 ")\n", customer, k->customer_id);
+    char of_cell[APIKEY_CELL_SIZE + 16] = "";
+    if (k->cell[0] != '\0')
+        snprintf(of_cell, sizeof of_cell, " of cell %s", k->cell);
     if (customer)
-        printf("API key %" PRId64 " for customer %s (prefix %s):\n\n", k->id, customer,
-               k->prefix);
+        printf("API key %" PRId64 " for customer %s%s (prefix %s):\n\n", k->id, customer,
+               of_cell, k->prefix);
     else
-        printf("admin API key %" PRId64 " (prefix %s):\n\n", k->id, k->prefix);
+        printf("admin API key %" PRId64 "%s (prefix %s):\n\n", k->id, of_cell, k->prefix);
     printf("    %s\n\nstore it now: it cannot be shown again\n", k->key);
     return CLI_EXIT_OK;
 }
@@ -58,11 +64,13 @@ int cmd_apikey_create(cli_ctx *ctx, const cli_command *cmd, int argc, char **arg
 {
     const char *customer = NULL;
     const char *label = "";
+    const char *cell = NULL;
     bool admin = false;
     const cli_opt opts[] = {
         {.name = "customer", .value = &customer},
         {.name = "admin", .flag = &admin},
         {.name = "label", .value = &label},
+        {.name = "cell", .value = &cell},
         {0},
     };
     const char *pos[CLI_POSITIONAL_MAX];
@@ -83,11 +91,25 @@ int cmd_apikey_create(cli_ctx *ctx, const cli_command *cmd, int argc, char **arg
     if (strlen(label) > CLI_APIKEY_LABEL_MAX)
         return cli_usage_error(cmd, "--label is longer than %d bytes",
                                CLI_APIKEY_LABEL_MAX);
+    if (cell != NULL && cell[0] != '\0' && apikey_cell_name_check(cell) != 0)
+        return cli_usage_error(cmd,
+                               "invalid --cell \"%s\": use 1 to %d characters among a-z 0-9 "
+                               "_ -, starting with a letter or digit",
+                               cell, APIKEY_CELL_MAX);
 
     /* The pepper first: no point connecting without it. */
     config *cfg = cli_ctx_config(ctx);
     if (cfg == NULL)
         return CLI_EXIT_FAIL;
+    /* The key names the cell of --cell (--cell "": none), else the
+     * config's `cell`. */
+    if (cell == NULL) {
+        cell = config_get(cfg, "cell");
+        if (cell != NULL && cell[0] != '\0' && apikey_cell_name_check(cell) != 0)
+            return cli_fail("fix `cell` in the config file or pass --cell NAME",
+                            "the config's cell \"%.64s\" cannot be named in an API key",
+                            cell);
+    }
     char err[CMD_APIKEY_ERR_BYTES];
     uint8_t pepper[APIKEY_PEPPER_SIZE];
     if (cli_config_pepper(cfg, pepper, err, sizeof err) != 0)
@@ -100,7 +122,7 @@ int cmd_apikey_create(cli_ctx *ctx, const cli_command *cmd, int argc, char **arg
     if (rc != CLI_EXIT_OK)
         goto out;
     cli_apikey_new k;
-    if (cli_apikey_create(conn, pepper, customer, label, &k, err, sizeof err) != 0) {
+    if (cli_apikey_create(conn, pepper, customer, cell, label, &k, err, sizeof err) != 0) {
         rc = cli_fail(NULL, "%s", err);
         goto out;
     }
@@ -189,7 +211,7 @@ int cmd_apikey_revoke(cli_ctx *ctx, const cli_command *cmd, int argc, char **arg
     if (rc != CLI_EXIT_OK)
         return rc;
     char err[CMD_APIKEY_ERR_BYTES];
-    char prefix[APIKEY_PREFIX_LEN + 8] = "";
+    char prefix[APIKEY_PREFIX_SIZE + 8] = "";
     int got = cli_apikey_revoke(conn, (int64_t)id, prefix, sizeof prefix, err, sizeof err);
     if (got < 0) {
         rc = cli_fail(NULL, "%s", err);

@@ -304,11 +304,13 @@ static void progress(const cli_cell *cell, const char *from, const char *to, int
 
 int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
 {
-    const char *cell_flag = NULL, *etcd_flag = NULL, *to = NULL, *timeout_text = NULL;
+    const char *cell_flag = NULL, *etcd_flag = NULL, *to_flag = NULL, *timeout_text = NULL;
+    const char *to_region = NULL;
     const cli_opt opts[] = {
         {.name = "cell", .value = &cell_flag},
         {.name = "etcd", .value = &etcd_flag},
-        {.name = "to", .value = &to},
+        {.name = "to", .value = &to_flag},
+        {.name = "to-region", .value = &to_region},
         {.name = "timeout-s", .value = &timeout_text},
         {0},
     };
@@ -317,12 +319,20 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     int r = cli_parse(ctx, cmd, argc, argv, opts, 0, 0, pos, &npos);
     if (r != 0)
         return cli_parse_exit(r);
-    if (to == NULL)
-        return cli_usage_error(cmd, "say which node should lead: --to NODE");
-    if (cli_cell_name_check(to, KEEPER_NAME_MAX - 1) != 0)
+    if (to_flag == NULL && to_region == NULL)
+        return cli_usage_error(cmd, "say where the leader should go: --to NODE, or --to-region "
+                                    "REGION to let meridianctl pick the best node there");
+    if (to_flag != NULL && to_region != NULL)
+        return cli_usage_error(cmd, "--to NODE and --to-region REGION exclude each other: "
+                                    "name the node, or the region and let meridianctl pick");
+    if (to_flag != NULL && cli_cell_name_check(to_flag, KEEPER_NAME_MAX - 1) != 0)
         return cli_usage_error(cmd, "invalid node name \"%s\": use 1 to %d characters among "
                                     "a-z 0-9 _ -",
-                               to, KEEPER_NAME_MAX - 1);
+                               to_flag, KEEPER_NAME_MAX - 1);
+    if (to_region != NULL && cli_cell_name_check(to_region, CLI_CELL_REGION_BYTES - 1) != 0)
+        return cli_usage_error(cmd, "invalid region name \"%s\": use 1 to %d characters among "
+                                    "a-z 0-9 _ -",
+                               to_region, CLI_CELL_REGION_BYTES - 1);
     long timeout_s = 0;
     if (cli_cell_timeout_s_parse(timeout_text, CMD_CELL_SWITCHOVER_TIMEOUT_S_DEFAULT,
                                  CMD_CELL_SWITCHOVER_TIMEOUT_S_MAX, &timeout_s) != 0)
@@ -343,10 +353,38 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     }
     char err[CMD_CELL_ERR_BYTES];
     char from[KEEPER_NAME_MAX];
+    char to[KEEPER_NAME_MAX];
+    snprintf(to, sizeof to, "%s", to_flag != NULL ? to_flag : "");
     int erc = cli_cell_read(c, t.cell, cell);
     if (erc != ETCD_OK) {
         rc = etcd_fail(&t, c, erc);
         goto out;
+    }
+    if (to_region != NULL) {
+        /* Pick the node: the regions of every cell tell an unknown region
+         * from one where this cell has no node (best effort). */
+        char(*regions)[CLI_CELL_REGION_BYTES] = calloc(KEEPER_NODES_MAX * 4, sizeof *regions);
+        size_t nregions = 0;
+        bool regions_ok = regions != NULL &&
+                          cli_cell_known_regions(c, regions, KEEPER_NODES_MAX * 4, &nregions) ==
+                              ETCD_OK;
+        int prc = cli_cell_switchover_pick(cell, to_region,
+                                           regions_ok ? (const char(*)[CLI_CELL_REGION_BYTES])regions
+                                                      : NULL,
+                                           nregions, to, sizeof to, err, sizeof err);
+        free(regions);
+        if (prc != 0) {
+            rc = cli_fail("`meridianctl status` shows the cell", "switchover refused: %s", err);
+            goto out;
+        }
+        const cli_cell_member *pm = cli_cell_find(cell, to);
+        if (!ctx->json && pm != NULL) {
+            char lsn[32];
+            cli_cell_lsn_format(pm->flush_lsn, lsn, sizeof lsn);
+            printf("picked %s in %s: streaming from %s, synchronous, flush LSN %s (the most "
+                   "advanced there)\n",
+                   to, to_region, cell->leader, lsn);
+        }
     }
     if (cli_cell_switchover_check(cell, to, err, sizeof err) != 0) {
         rc = cli_fail("`meridianctl status` shows the cell", "switchover refused: %s", err);
@@ -416,10 +454,13 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
             withdrawn = etcd_lease_revoke(c, lease) == ETCD_OK;
         if (ctx->json) {
             json_t *st = erc == ETCD_OK ? cli_cell_status_json(cell, t.etcd) : json_null();
-            cli_out_json(json_pack("{s:b, s:s, s:s, s:s, s:s, s:b, s:o}", "ok", 0, "error",
-                                   wrong_node ? "another node took the lead" : "timeout",
-                                   "cell", t.cell, "from", from, "to", to, "withdrawn",
-                                   withdrawn, "status", st ? st : json_null()));
+            json_t *doc = json_pack("{s:b, s:s, s:s, s:s, s:s, s:b, s:o}", "ok", 0, "error",
+                                    wrong_node ? "another node took the lead" : "timeout",
+                                    "cell", t.cell, "from", from, "to", to, "withdrawn",
+                                    withdrawn, "status", st ? st : json_null());
+            if (doc != NULL && to_region != NULL)
+                json_object_set_new(doc, "to_region", json_string(to_region));
+            cli_out_json(doc);
         } else if (erc == ETCD_OK) {
             printf("\n");
             cli_cell_status_print(stdout, cell, t.etcd);
@@ -450,6 +491,12 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
                                 (json_int_t)pause_ms, "leader_absent_ms",
                                 absent_ms >= 0 ? json_integer((json_int_t)absent_ms)
                                                : json_null());
+        if (doc != NULL && to_region != NULL) {
+            /* --to-region: the region asked for and the node picked there
+             * ("to" is that node too; "chosen" says it was picked). */
+            json_object_set_new(doc, "to_region", json_string(to_region));
+            json_object_set_new(doc, "chosen", json_string(to));
+        }
         rc = cli_out_json(doc) == 0 ? CLI_EXIT_OK : cli_fail(NULL, "cannot write JSON");
     } else {
         printf("switchover done: %s leads cell %s at epoch %" PRId64 "\n", to, t.cell,

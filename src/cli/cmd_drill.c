@@ -1,10 +1,11 @@
 /*
  * cmd_drill.c — `meridianctl drill node-loss|db-crash|isolate-primary
  * [--runs N] [--cell-dir DIR] [--build DIR] [--clients C] [--readers R]
- * [--accounts K] [--report FILE.json] [--keep] [--json]` and
- * `meridianctl drill region-loss|az-loss --lab [--lab-dir DIR] ...` (the
- * two-region lab, docs/DRILLS.md "Lab drills"): parse the arguments, run
- * the drill (src/drill/drill.c), print the summary and, with --json, the
+ * [--accounts K] [--rate R] [--report FILE.json] [--keep] [--json]` and
+ * `meridianctl drill region-loss|az-loss|db-failure|partition|
+ * etcd-majority-loss [--lab-dir DIR] ...` (the two-region lab, docs/
+ * DRILLS.md "Lab drills"): parse the arguments, run the drill
+ * (src/drill/drill.c, lab.c), print the summary and, with --json, the
  * report as the last line of stdout.
  *
  * Exit status: 0 every run passed, 1 a run failed (or the drill could
@@ -93,7 +94,7 @@ int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
 {
     const char *runs_s = NULL, *cell_dir = NULL, *build = NULL, *clients_s = NULL;
     const char *readers_s = NULL, *accounts_s = NULL, *report_path = NULL;
-    const char *lab_dir = NULL;
+    const char *lab_dir = NULL, *rate_s = NULL;
     bool keep = false, lab = false;
     const cli_opt opts[] = {
         {.name = "runs", .value = &runs_s},
@@ -106,6 +107,7 @@ int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
         {.name = "keep", .flag = &keep},
         {.name = "lab", .flag = &lab},
         {.name = "lab-dir", .value = &lab_dir},
+        {.name = "rate", .value = &rate_s},
         {0},
     };
     const char *pos[CLI_POSITIONAL_MAX];
@@ -119,24 +121,33 @@ int cmd_drill(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     if (drill_scenario_parse(pos[0], &o.scenario) != 0)
         return cli_usage_error(cmd,
                                "unknown scenario \"%s\": use node-loss, db-crash, "
-                               "isolate-primary or (with --lab) region-loss, az-loss",
+                               "isolate-primary (one cell) or region-loss, az-loss, db-failure, "
+                               "partition, etcd-majority-loss (the two-region lab)",
                                pos[0]);
-    if (lab_dir != NULL)
-        lab = true;
-    if (drill_scenario_needs_lab(o.scenario) && !lab)
-        return cli_usage_error(cmd, "%s runs on the two-region lab: add --lab [--lab-dir DIR]",
+    /* The lab scenarios run on the lab: --lab is implied (and accepted). */
+    bool needs_lab = drill_scenario_needs_lab(o.scenario);
+    /* node-loss and db-crash run on a single cell, or with --lab on the
+     * lab's cell us through the global entry; isolate-primary needs
+     * cell.sh's netem proxy on the etcd links. */
+    if (o.scenario == DRILL_ISOLATE_PRIMARY && (lab || lab_dir != NULL))
+        return cli_usage_error(cmd, "%s runs on a single cell, not on the lab: drop --lab%s "
+                                    "(on the lab, `drill partition` cuts a region off)",
+                               pos[0], lab_dir != NULL ? " and --lab-dir" : "");
+    lab = needs_lab || lab || lab_dir != NULL;
+    if (lab && cell_dir != NULL)
+        return cli_usage_error(cmd, "%s runs on the two-region lab: --cell-dir is for the "
+                                    "single-cell scenarios (use --lab-dir DIR for a running lab)",
                                pos[0]);
-    if (!drill_scenario_needs_lab(o.scenario) && lab)
-        return cli_usage_error(cmd, "%s runs on a single cell, not on the lab: drop --lab",
-                               pos[0]);
-    if (lab && (runs_s != NULL || cell_dir != NULL))
-        return cli_usage_error(cmd, "--lab drills make one run on the lab: no --runs or "
-                                    "--cell-dir");
+    if (lab_dir != NULL && runs_s != NULL && strcmp(runs_s, "1") != 0)
+        return cli_usage_error(cmd, "a lab given by --lab-dir serves one run (the fault "
+                                    "consumes it): drop --runs, or drop --lab-dir and each run "
+                                    "brings up a lab of its own");
     if (parse_int(cmd, "runs", runs_s, 1, DRILL_RUNS_MAX, &o.runs) != 0 ||
         parse_int(cmd, "clients", clients_s, 1, DRILL_CLIENTS_MAX, &o.clients) != 0 ||
         parse_int(cmd, "readers", readers_s, 0, DRILL_READERS_MAX, &o.readers) != 0 ||
         parse_int(cmd, "accounts", accounts_s, DRILL_ACCOUNTS_MIN, DRILL_ACCOUNTS_MAX,
-                  &o.accounts) != 0)
+                  &o.accounts) != 0 ||
+        parse_int(cmd, "rate", rate_s, 0, DRILL_RATE_MAX, &o.rate_per_s) != 0)
         return CLI_EXIT_USAGE;
     o.cell_dir = cell_dir;
     o.keep = keep;

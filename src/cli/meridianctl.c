@@ -53,14 +53,16 @@ static const cli_command apikey_commands[] = {
     {.name = "create",
      .handler = cmd_apikey_create,
      .summary = "Issue an API key (shown once)",
-     .usage = "apikey create (--customer NAME | --admin) [--label TEXT]",
+     .usage = "apikey create (--customer NAME | --admin) [--label TEXT] [--cell NAME]",
      .help = "Options:\n"
              "  --customer NAME  a key of customer NAME (created if missing)\n"
              "  --admin          an admin key (sees every customer)\n"
              "  --label TEXT     a note for operators (at most 200 bytes)\n"
+             "  --cell NAME      the key names cell NAME (mk_NAME_...; default: the\n"
+             "                   config's `cell`; --cell \"\" or no cell: mk_ + 43)\n"
              "Needs api_key_pepper from --config FILE. The key is printed once; only\n"
              "its keyed hash is stored. --json prints\n"
-             "{\"key\",\"prefix\",\"scope\",\"customer\",\"id\",\"customer_created\"}.\n"},
+             "{\"key\",\"prefix\",\"scope\",\"customer\",\"cell\",\"id\",\"customer_created\"}.\n"},
     {.name = "list",
      .handler = cmd_apikey_list,
      .summary = "List API keys (prefix, scope, customer, label, dates)",
@@ -192,19 +194,25 @@ static const cli_command root_commands[] = {
     {.name = "switchover",
      .handler = cmd_switchover,
      .summary = "Hand the leader role to another node with no loss",
-     .usage = "switchover --cell NAME --to NODE [--timeout-s N] [--etcd URLS]",
+     .usage = "switchover --cell NAME (--to NODE | --to-region REGION) [--timeout-s N] "
+              "[--etcd URLS]",
      .help = "Refuses when NODE is unknown, is the leader already, is not healthy and\n"
              "streaming, or is not in the synchronous set. Otherwise writes a request\n"
              "(under a 30 s lease) that the primary's keeper carries out: it stops\n"
              "PostgreSQL cleanly so NODE has all WAL and releases the leader key; NODE\n"
              "takes it and promotes. Waits (bounded) for the new leader and prints the\n"
              "write pause and the new epoch.\n"
+             "With --to-region (planned failback after a regional failover, e.g.\n"
+             "`--cell us --to-region us-east`) it picks the node: present, healthy,\n"
+             "streaming from the leader, in the synchronous set, the most advanced flush\n"
+             "LSN; it refuses with each node's state when none is ready yet.\n"
              "Options:\n"
-             "  --cell NAME     the cell (or cell in FILE; no default here)\n"
-             "  --to NODE       the node that should lead\n"
-             "  --timeout-s N   how long to wait, 1..3600 (default 60); on timeout,\n"
-             "                  exit 1 and print the status\n"
-             "  --etcd URLS     comma-separated etcd endpoints (default: etcd in FILE)\n"},
+             "  --cell NAME          the cell (or cell in FILE; no default here)\n"
+             "  --to NODE            the node that should lead\n"
+             "  --to-region REGION   the region that should lead (exclusive with --to)\n"
+             "  --timeout-s N        how long to wait, 1..3600 (default 60); on timeout,\n"
+             "                       exit 1 and print the status\n"
+             "  --etcd URLS          comma-separated etcd endpoints (default: etcd in FILE)\n"},
     {.name = "keeper", .children = keeper_commands, .summary = "Keepers", .usage = "keeper"},
     {.name = "topology",
      .children = topology_commands,
@@ -214,36 +222,50 @@ static const cli_command root_commands[] = {
      .handler = cmd_drill,
      .summary = "Failover drill: bank workload, fault on the leader, RTO/RPO and invariants",
      .usage = "drill node-loss|db-crash|isolate-primary [--runs N] [--cell-dir DIR] "
-              "[--build DIR] [--clients C] [--readers R] [--accounts K] [--report FILE] "
-              "[--keep] | drill region-loss|az-loss --lab [--lab-dir DIR] [...]",
+              "[--build DIR] [--clients C] [--readers R] [--accounts K] [--rate R] "
+              "[--report FILE] [--keep] | drill region-loss|az-loss|db-failure|partition|"
+              "etcd-majority-loss|node-loss --lab|db-crash --lab [--lab-dir DIR] [--runs N] [...]",
      .help = "Runs a bank workload through meridiand (writers moving money between K\n"
              "accounts, retrying the same id on 503; readers checking that balances sum to\n"
-             "zero), injects the fault on the cell's leader, waits until writes are\n"
-             "acknowledged again on the new primary, restores the node, and reports\n"
-             "detection, promotion, RTO (fault -> first acknowledged transfer on the new\n"
-             "primary), RPO (acknowledged transfers missing afterwards) and every\n"
-             "invariant check (see docs/DRILLS.md).\n"
-             "Scenarios:\n"
+             "zero), injects the fault, waits until writes are acknowledged again on the\n"
+             "new primary, and reports detection, promotion, RTO (fault -> first\n"
+             "acknowledged transfer on the new primary), RPO (acknowledged transfers\n"
+             "missing afterwards) and every invariant check (see docs/DRILLS.md).\n"
+             "Scenarios on one cell (scripts/cell.sh):\n"
              "  node-loss        SIGKILL the leader's keeper and PostgreSQL (cell.sh kill-node)\n"
              "  db-crash         SIGKILL the leader's postmaster only (cell.sh kill-db)\n"
              "  isolate-primary  cut the leader's keeper off from etcd (cell.sh isolate)\n"
+             "Scenarios on the two-region lab (scripts/lab.sh; cell us, through the global\n"
+             "entry; --lab is implied):\n"
+             "  region-loss        lose us-east: the DR standby in eu-west takes the cell\n"
+             "  az-loss            lose the leader's zone: in-region failover, nothing lost\n"
+             "  db-failure         the leader's node (in-region failover), then every other\n"
+             "                     us-east database node (the DR standby takes the cell)\n"
+             "  partition          cut us-east off (the DR standby takes the cell), heal: the\n"
+             "                     old nodes rejoin as standbys, discarded WAL reported\n"
+             "  etcd-majority-loss freeze two of three etcd members (writes must stop), then\n"
+             "                     bring them back (writes resume, nothing lost)\n"
+             "  node-loss, db-crash with --lab: the same faults on cell us's leader in the lab\n"
              "Options:\n"
-             "  --runs N         runs, 1..100 (default 1)\n"
+             "  --runs N         runs, 1..100 (default 1); lab: a lab of its own per run\n"
              "  --cell-dir DIR   use the running cell in DIR (cell.sh up DIR --meridiand 2);\n"
              "                   default: start one under /tmp and remove it afterwards\n"
+             "  --lab-dir DIR    use the running lab in DIR (one run: the fault consumes it)\n"
              "  --build DIR      binaries for a new cell (default: this binary's directory)\n"
              "  --clients C      writer threads, 1..64 (default 8)\n"
              "  --readers R      balance readers, 0..16 (default 2)\n"
              "  --accounts K     accounts per run, 3..64 (default 10)\n"
+             "  --rate R         pace the writers to R new transfers/s in all (default:\n"
+             "                   closed loop, as fast as answers come)\n"
              "  --report FILE    write the report (with per-run details) as JSON to FILE;\n"
              "                   FILE.html writes a self-contained HTML page with a timeline\n"
              "                   per run, and the JSON beside it as FILE.json\n"
              "  --keep           keep a cell the drill started (and its logs)\n"
              "scripts/cell.sh is found through $MERIDIAN_SOURCE_DIR, else the source tree\n"
              "the binary was built from. --json prints the report as the last stdout line.\n"
-             "Exit status: 0 every run passed (no invariant broken, RTO under 60 s, cell\n"
-             "healthy again); 1 a run failed; 2 bad arguments or the scenario is not\n"
-             "available here.\n"},
+             "Exit status: 0 every run passed (no invariant broken, writes back within the\n"
+             "bound, cell healthy again, loss within the cell's bound); 1 a run failed; 2 bad\n"
+             "arguments or the scenario is not available here.\n"},
     {.name = "lab",
      .handler = cmd_lab,
      .summary = "The multi-region lab on 127.0.0.1: up, down, status, fault",
@@ -255,8 +277,9 @@ static const cli_command root_commands[] = {
              "           per region and the global entry; print endpoints and demo keys\n"
              "  down     stop everything by PID\n"
              "  status   processes, each cell's leader and epoch, endpoints, WAN links\n"
-             "  fault    node-kill NODE | db-crash NODE | zone-loss REGION ZONE |\n"
-             "           region-loss REGION | partition REGION | heal | wan-delay MS [JITTER] |\n"
+             "  fault    node-kill NODE | db-crash NODE | db-loss CELL REGION |\n"
+             "           zone-loss REGION ZONE | region-loss REGION | partition REGION |\n"
+             "           etcd-majority-loss KEEP_REGION | heal | wan-delay MS [JITTER] |\n"
              "           restart NAME\n"
              "DIR defaults to .lab at the repository root (or /var/tmp/meridian-lab-HASH).\n"
              "The global entry routes by the X-Meridian-Cell header or a /cells/CELL/ path\n"

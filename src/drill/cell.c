@@ -472,6 +472,10 @@ int drill_lab_open(drill_cell *c, const char *script, const char *dir, const cha
             bad |= copy_text(c->etcd, sizeof c->etcd, val);
         else if (strcmp(line, global_key) == 0)
             global_port = atoi(val);
+        else if (strcmp(line, "KEEPER_DR_FENCE") == 0)
+            c->dr_fence = strcmp(val, "1") == 0;
+        else if (strcmp(line, "LEASE_TTL_S") == 0)
+            c->lease_ttl_s = atoi(val) > 0 && atoi(val) < 3600 ? atoi(val) : 0;
     }
     fclose(f);
     if (bad || c->etcd[0] == '\0' || global_port <= 0 || global_port > 65535) {
@@ -541,6 +545,36 @@ int drill_lab_node_place(const drill_cell *c, const char *node, char *region,
     }
     fclose(f);
     return rc;
+}
+
+int drill_lab_cell_nodes(const drill_cell *c, const char *cell, const char *region,
+                         char names[][32], size_t max)
+{
+    char path[DRILL_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/nodes.tsv", c->dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    char line[CELL_ENV_LINE_BYTES];
+    int lines = 0;
+    size_t n = 0;
+    /* NAME CELL REGION ZONE ROLE ..., tab-separated. */
+    while (n < max && fgets(line, sizeof line, f) != NULL && lines++ < 10000) {
+        char *save = NULL;
+        const char *name = strtok_r(line, "\t\n", &save);
+        const char *ce = strtok_r(NULL, "\t\n", &save);
+        const char *reg = strtok_r(NULL, "\t\n", &save);
+        const char *zon = strtok_r(NULL, "\t\n", &save);
+        const char *role = strtok_r(NULL, "\t\n", &save);
+        if (name == NULL || ce == NULL || reg == NULL || zon == NULL || role == NULL ||
+            strcmp(ce, cell) != 0 || strcmp(reg, region) != 0 ||
+            strcmp(role, "dr-standby") == 0)
+            continue;
+        if (copy_text(names[n], 32, name) == 0)
+            n++;
+    }
+    fclose(f);
+    return (int)n;
 }
 
 int drill_lab_up(drill_cell *c, const char *script, const char *dir, const char *build,

@@ -37,6 +37,8 @@ typedef struct drill_cell {
     size_t node_count;
     char nodes[DRILL_CELL_NODES_MAX][32];
     int pg_ports[DRILL_CELL_NODES_MAX];
+    int lease_ttl_s;              /* lab: the keepers' lease (LEASE_TTL_S); 0 unknown */
+    bool dr_fence;                /* lab: home keepers run with --dr-fence-ms (KEEPER_DR_FENCE) */
 } drill_cell;
 
 /* Start a new cell in dir (which must exist and hold no cell) with
@@ -103,6 +105,12 @@ int drill_lab_do(const drill_cell *c, const char *const args[], size_t nargs, in
  * the lab does not name the node. */
 int drill_lab_node_place(const drill_cell *c, const char *node, char *region,
                          size_t region_size, char *zone, size_t zone_size);
+
+/* The nodes of cell `cell` in `region` that are not DR standbys (DIR/
+ * nodes.tsv), at most max, into names. Returns the count (0..max), or -1
+ * when nodes.tsv cannot be read. */
+int drill_lab_cell_nodes(const drill_cell *c, const char *cell, const char *region,
+                         char names[][32], size_t max);
 
 /* Remove a directory tree (a drill-made cell). Returns 0 or -1. */
 int drill_rmtree(const char *dir);

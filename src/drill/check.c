@@ -166,6 +166,13 @@ static int check_acked(PGconn *db, const workload *w, drill_db_check *out, char 
     for (size_t i = 0; i < n; i++) {
         if (seen[i] == 0) {
             out->acked_missing++;
+            if (sorted[i].sent_ms > out->acked_missing_sent_max_ms)
+                out->acked_missing_sent_max_ms = sorted[i].sent_ms;
+            if (out->acked_missing_answer_min_ms == 0 ||
+                sorted[i].answer_ms < out->acked_missing_answer_min_ms)
+                out->acked_missing_answer_min_ms = sorted[i].answer_ms;
+            if (sorted[i].answer_ms > out->acked_missing_answer_max_ms)
+                out->acked_missing_answer_max_ms = sorted[i].answer_ms;
             if (out->first_problem[0] == '\0') {
                 char id[ID128_TEXT_SIZE];
                 id128_format(&sorted[i].id, id);

@@ -25,6 +25,10 @@ typedef struct drill_db_check {
     int64_t acked;              /* acknowledged transfers checked */
     int64_t acked_found;        /* present (each counted once) */
     int64_t acked_missing;      /* RPO: acknowledged but absent */
+    int64_t acked_missing_sent_max_ms; /* latest send time (wall ms) of a missing
+                                        * acknowledged transfer's answered attempt; 0: none */
+    int64_t acked_missing_answer_min_ms; /* answer times (wall ms) of the missing ones: */
+    int64_t acked_missing_answer_max_ms; /* the window of traffic lost; 0: none */
     int64_t acked_doubled;      /* rows beyond the first for one id */
     int64_t acked_mismatched;   /* present with other accounts or amount */
     int64_t refused;            /* refused or 4xx: must be absent */

@@ -36,6 +36,8 @@
 #define DRILL_ACCOUNTS_DEFAULT 10
 #define DRILL_ACCOUNTS_MIN 3
 #define DRILL_ACCOUNTS_MAX 64
+/* --rate: new transfers per second over all writers (0: closed loop). */
+#define DRILL_RATE_MAX 100000
 /* meridiand processes the drill's own cell runs, and at most used. */
 #define DRILL_MERIDIAND_DEFAULT 2
 #define DRILL_URLS_MAX 8
@@ -78,6 +80,9 @@ typedef enum {
     DRILL_ISOLATE_PRIMARY, /* cut the leader's keeper off from etcd */
     DRILL_REGION_LOSS,     /* lab only: lose the home region of cell us (us-east) */
     DRILL_AZ_LOSS,         /* lab only: lose the zone of cell us's leader */
+    DRILL_DB_FAILURE,      /* lab only: the leader's node, then every us-east node of cell us */
+    DRILL_PARTITION,       /* lab only: cut us-east off, then heal */
+    DRILL_ETCD_MAJORITY_LOSS, /* lab only: freeze two of the three etcd members, then heal */
 } drill_scenario;
 
 /* --- Lab drills (`--lab`, scripts/lab.sh, docs/LAB.md): the cell
@@ -95,7 +100,8 @@ typedef enum {
 #define DRILL_LAB_CMD_TIMEOUT_MS 150000
 
 /* Parse "node-loss", "db-crash", "isolate-primary", "region-loss",
- * "az-loss". Returns 0 or -1. */
+ * "az-loss", "db-failure", "partition", "etcd-majority-loss". Returns 0
+ * or -1. */
 int drill_scenario_parse(const char *name, drill_scenario *out);
 /* The scenario's name (static). */
 const char *drill_scenario_name(drill_scenario s);
@@ -111,7 +117,10 @@ typedef struct drill_options {
     int accounts;           /* accounts per run */
     bool keep;              /* keep a drill-made cell (and its logs) */
     bool lab;               /* drill the two-region lab (region-loss needs it) */
-    const char *lab_dir;    /* a running lab, or NULL: `lab up` one in /tmp */
+    const char *lab_dir;    /* a running lab (then runs == 1), or NULL: `lab up` one
+                             * per run in /tmp */
+    int rate_per_s;         /* 0: writers in a closed loop; else paced to this many
+                             * new transfers per second (0..DRILL_RATE_MAX) */
 } drill_options;
 
 /* Does the scenario run on the two-region lab (`--lab`) rather than on

@@ -124,6 +124,109 @@ static void timeline(FILE *out, const json_t *run)
     fputs("</svg>\n", out);
 }
 
+/* Lab runs with several phases: one axis from the first fault, a band
+ * per phase while writes were not acknowledged, markers for each fault
+ * and for writes coming back (or the lost side rejoining). */
+static void phase_timeline(FILE *out, const json_t *run, const json_t *phases)
+{
+    double end = 1.0;
+    size_t i;
+    const json_t *p;
+    json_array_foreach(phases, i, p)
+    {
+        double at = secs(p, "at_s");
+        const double ends[] = {secs(p, "rto_s"), secs(p, "waited_s"), secs(p, "rejoin_s")};
+        for (size_t k = 0; k < 3 && !isnan(at); k++)
+            if (!isnan(ends[k]) && at + ends[k] > end)
+                end = at + ends[k];
+    }
+    end = ceil(end + 0.5);
+    double scale = (SVG_WIDTH - SVG_LEFT - SVG_RIGHT) / end;
+    fprintf(out, "<svg width=\"%d\" height=\"%d\" role=\"img\" aria-label=\"timeline of run %lld\">\n",
+            SVG_WIDTH, SVG_HEIGHT, integer(run, "run"));
+    json_array_foreach(phases, i, p)
+    {
+        double at = secs(p, "at_s"), rto = secs(p, "rto_s");
+        const char *expect = str(p, "expect", "");
+        if (isnan(at) || strcmp(expect, "rejoin") == 0)
+            continue;
+        /* fenced: no writes until the next phase brings them back */
+        double next = NAN;
+        const json_t *q = json_array_get(phases, i + 1);
+        if (strcmp(expect, "fenced") == 0 && q != NULL)
+            next = secs(q, "at_s") + secs(q, "rto_s");
+        double stop = !isnan(next) ? next : !isnan(rto) ? at + rto : end;
+        fprintf(out, "<rect x=\"%.1f\" y=\"20\" width=\"%.1f\" height=\"60\" fill=\"#fde2e1\"/>\n",
+                SVG_LEFT + at * scale, (stop - at) * scale);
+    }
+    fprintf(out, "<line x1=\"%d\" y1=\"80\" x2=\"%d\" y2=\"80\" stroke=\"#555\"/>\n", SVG_LEFT,
+            SVG_WIDTH - SVG_RIGHT);
+    int step = end > 60 ? 10 : end > 20 ? 5 : 1;
+    for (int s = 0; s <= (int)end; s += step) {
+        double x = SVG_LEFT + s * scale;
+        fprintf(out,
+                "<line x1=\"%.1f\" y1=\"80\" x2=\"%.1f\" y2=\"85\" stroke=\"#555\"/>"
+                "<text x=\"%.1f\" y=\"98\" font-size=\"10\" text-anchor=\"middle\">%d s</text>\n",
+                x, x, x, s);
+    }
+    int row = 0;
+    json_array_foreach(phases, i, p)
+    {
+        double at = secs(p, "at_s");
+        char label[160];
+        snprintf(label, sizeof label, "%zu: %s", i + 1, str(p, "fault", "?"));
+        marker(out, at, scale, "#c0392b", label, row++ % 4);
+        double back = secs(p, "rto_s"), rejoin = secs(p, "rejoin_s");
+        if (!isnan(back) && !isnan(at))
+            marker(out, at + back, scale, "#1e8449", "writes back", row++ % 4);
+        if (!isnan(rejoin) && !isnan(at))
+            marker(out, at + rejoin, scale, "#2471a3", "rejoined", row++ % 4);
+    }
+    fputs("</svg>\n", out);
+}
+
+static void phase_table(FILE *out, const json_t *phases)
+{
+    fputs("<table><tr><th>#</th><th>fault</th><th>expected</th><th>leader</th><th>region</th>"
+          "<th>detection</th><th>promotion</th><th>writes back</th><th>also</th><th>verdict</th>"
+          "</tr>\n",
+          out);
+    size_t i;
+    const json_t *p;
+    json_array_foreach(phases, i, p)
+    {
+        fprintf(out, "<tr><td>%zu</td><td>", i + 1);
+        esc(out, str(p, "fault", "?"));
+        fputs("</td><td>", out);
+        esc(out, str(p, "expect", "?"));
+        fputs("</td><td>", out);
+        esc(out, str(p, "leader_before", "none"));
+        fputs(" &rarr; ", out);
+        esc(out, str(p, "leader_after", "none"));
+        fputs("</td><td>", out);
+        esc(out, str(p, "region_after", "-"));
+        fputs("</td>", out);
+        cell_secs(out, secs(p, "detection_s"));
+        cell_secs(out, secs(p, "promotion_s"));
+        cell_secs(out, secs(p, "rto_s"));
+        fputs("<td>", out);
+        if (json_object_get(p, "acked_while_fenced") != NULL)
+            fprintf(out, "writes stopped after %.2f s; %lld acknowledged while fenced",
+                    secs(p, "writes_stopped_s"), integer(p, "acked_while_fenced"));
+        if (json_object_get(p, "rejoined") != NULL)
+            fprintf(out, "%lld of %lld nodes rejoined; %lld rewinds, %lld WAL bytes discarded "
+                         "(never acknowledged)",
+                    integer(p, "rejoined"), integer(p, "rejoin_wanted"), integer(p, "rewinds"),
+                    integer(p, "discarded_wal_bytes"));
+        fputs("</td><td>", out);
+        fputs(json_is_true(json_object_get(p, "pass")) ? "pass" : "<strong>FAIL</strong>: ", out);
+        if (json_is_string(json_object_get(p, "why")))
+            esc(out, str(p, "why", ""));
+        fputs("</td></tr>\n", out);
+    }
+    fputs("</table>\n", out);
+}
+
 int drill_report_html(FILE *out, const json_t *report)
 {
     if (out == NULL || !json_is_object(report))
@@ -188,6 +291,23 @@ int drill_report_html(FILE *out, const json_t *report)
                 "balance reads not summing to zero, limits broken, balances not matching the "
                 "transfers, refused transfers applied",
                 v);
+    if (json_is_true(json_object_get(report, "lab"))) {
+        double loss = secs(report, "region_loss_s_max"), bound = secs(report, "region_loss_bound_s");
+        snprintf(v, sizeof v, isnan(loss) ? "-" : "%.3f s", loss);
+        summary_row(out, "Loss, worst run, in seconds of traffic",
+                    "acknowledged transfers missing after a regional failover, divided by the "
+                    "acknowledgement rate before the fault (asynchronous replication to the DR "
+                    "standby); in-region failovers must lose nothing",
+                    v);
+        snprintf(v, sizeof v, isnan(bound) ? "-" : "%.3f s", bound);
+        summary_row(out, "Loss bound", "the cell's failover.max_loss_s in the topology file", v);
+        double rmed = secs(report, "region_rto_s_median");
+        snprintf(v, sizeof v, isnan(rmed) ? "-" : "%.3f s", rmed);
+        summary_row(out, "Headline RTO, median",
+                    "the phase that moves the cell (or brings writes back), from its fault to "
+                    "the first acknowledged write",
+                    v);
+    }
     summary_row(out, "Cell healthy at the end", "one primary, standbys streaming",
                 json_is_true(json_object_get(report, "end_state_healthy")) ? "yes" : "no");
     fputs("</table>\n", out);
@@ -209,7 +329,13 @@ int drill_report_html(FILE *out, const json_t *report)
         fprintf(out, " (epoch %lld &rarr; %lld) &mdash; %s</h3>\n", integer(run, "epoch_before"),
                 integer(run, "epoch_after"),
                 json_is_true(json_object_get(run, "pass")) ? "pass" : "<strong>FAIL</strong>");
-        timeline(out, run);
+        const json_t *phases = json_object_get(run, "phases");
+        if (json_array_size(phases) > 0) {
+            phase_timeline(out, run, phases);
+            phase_table(out, phases);
+        } else {
+            timeline(out, run);
+        }
         fputs("<table><tr><th>detection</th><th>promotion</th><th>RTO</th><th>acknowledged</th>"
               "<th>lost</th><th>doubled</th><th>violations</th><th>end state</th></tr><tr>",
               out);

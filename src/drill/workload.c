@@ -116,6 +116,13 @@ static void sleep_ms(int64_t ms)
     }
 }
 
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
     /* xorshift64*: good enough to pick accounts and amounts. */
@@ -480,7 +487,23 @@ static void *writer_main(void *arg)
     worker *k = arg;
     workload *w = k->w;
     size_t n = (size_t)w->cfg.accounts;
+    /* Paced (rate_per_s > 0): one new transfer every period_us, on a
+     * schedule that does not catch up more than one period after a slow
+     * answer (a failover would otherwise end in a burst). */
+    int64_t period_us = w->cfg.rate_per_s > 0
+                            ? (int64_t)w->cfg.writers * 1000000 / w->cfg.rate_per_s
+                            : 0;
+    int64_t next_us = now_us();
     while (!atomic_load(&w->stop)) {
+        if (period_us > 0) {
+            int64_t now = now_us();
+            if (next_us > now) {
+                int64_t wait_ms = (next_us - now) / 1000;
+                sleep_ms(wait_ms < 100 ? (wait_ms > 0 ? wait_ms : 1) : 100);
+                continue; /* look at the stop flag at least every 100 ms */
+            }
+            next_us = (now - next_us > period_us ? now : next_us) + period_us;
+        }
         if (k->acked.len >= k->acked.max || k->refused.len >= k->refused.max ||
             k->unresolved.len >= k->unresolved.max) {
             k->st.ack_log_full++;
@@ -628,11 +651,12 @@ workload *workload_create(const workload_config *cfg, char *err, size_t err_size
     if (cfg->url_count < 1 || cfg->url_count > DRILL_URLS_MAX || cfg->api_key == NULL ||
         cfg->writers < 1 || cfg->writers > DRILL_CLIENTS_MAX || cfg->readers < 0 ||
         cfg->readers > DRILL_READERS_MAX || cfg->accounts < DRILL_ACCOUNTS_MIN ||
-        cfg->accounts > DRILL_ACCOUNTS_MAX) {
+        cfg->accounts > DRILL_ACCOUNTS_MAX || cfg->rate_per_s < 0 ||
+        cfg->rate_per_s > DRILL_RATE_MAX) {
         snprintf(err, err_size, "workload: bad settings (urls 1..%d, writers 1..%d, readers "
-                                "0..%d, accounts %d..%d)",
+                                "0..%d, accounts %d..%d, rate 0..%d)",
                  DRILL_URLS_MAX, DRILL_CLIENTS_MAX, DRILL_READERS_MAX, DRILL_ACCOUNTS_MIN,
-                 DRILL_ACCOUNTS_MAX);
+                 DRILL_ACCOUNTS_MAX, DRILL_RATE_MAX);
         return NULL;
     }
     workload *w = calloc(1, sizeof *w);

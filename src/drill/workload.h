@@ -45,6 +45,9 @@ typedef struct workload_config {
     int writers;          /* 1..DRILL_CLIENTS_MAX */
     int readers;          /* 0..DRILL_READERS_MAX */
     int accounts;         /* DRILL_ACCOUNTS_MIN..DRILL_ACCOUNTS_MAX */
+    int rate_per_s;       /* 0: closed loop; else new transfers per second over all
+                           * writers (each paces at rate/writers; retries are not
+                           * paced), 1..DRILL_RATE_MAX */
 } workload_config;
 
 /* One transfer the client knows the fate of. Times are wall ms. */

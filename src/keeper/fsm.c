@@ -202,6 +202,15 @@ static bool g_leader_moved(const keeper_view *v)
     return v->etcd_ok && leader_is_other(v) && !v->pg_follows_leader;
 }
 
+/* The leader is on a timeline that left ours before our last replayed
+ * WAL: PostgreSQL refuses to follow it ("forked off ... before current
+ * recovery point"); rewind instead. What is thrown away was never
+ * acknowledged (rule 2) and is reported in rewinds/. */
+static bool g_diverged_other_leads(const keeper_view *v)
+{
+    return v->etcd_ok && v->pg_data_exists && leader_is_other(v) && v->pg_diverged;
+}
+
 static bool g_standby_pg_down(const keeper_view *v)
 {
     return v->etcd_ok && !v->pg_running;
@@ -313,6 +322,10 @@ const keeper_transition keeper_fsm_table[] = {
      "home region lost (or operator request) and the DR standby is within the loss bound: "
      "regional failover",
      g_region_failover, KEEPER_ACT_ACQUIRE},
+    {KEEPER_STANDBY, KEEPER_REWIND,
+     "the leader's timeline forked off this node's before its last replayed WAL: "
+     "rejoin with pg_rewind",
+     g_diverged_other_leads, KEEPER_ACT_REWIND},
     {KEEPER_STANDBY, KEEPER_STANDBY,
      "the leader changed: follow the new primary",
      g_leader_moved, KEEPER_ACT_FOLLOW},
@@ -326,6 +339,10 @@ const keeper_transition keeper_fsm_table[] = {
     {KEEPER_DETACHED, KEEPER_PROMOTING,
      "etcd back, home region lost (or operator request): regional failover",
      g_region_failover, KEEPER_ACT_ACQUIRE},
+    {KEEPER_DETACHED, KEEPER_REWIND,
+     "etcd back and the leader's timeline forked off this node's before its last replayed "
+     "WAL (it was promoted while we were cut off): rejoin with pg_rewind",
+     g_diverged_other_leads, KEEPER_ACT_REWIND},
     {KEEPER_DETACHED, KEEPER_STANDBY,
      "etcd reachable again: follow the leader",
      g_etcd_back_other_leads, KEEPER_ACT_FOLLOW},
@@ -449,4 +466,14 @@ size_t keeper_fsm_dot(char *buf, size_t size)
     DOT_APPEND("}\n");
 #undef DOT_APPEND
     return used;
+}
+
+bool keeper_dr_fence_due(int64_t now_ms, int64_t etcd_answered_ms, int64_t dr_confirmed_ms,
+                         int dr_fence_ms, int lease_ttl_s)
+{
+    if (dr_fence_ms <= 0)
+        return false;
+    int64_t etcd_silent = now_ms - etcd_answered_ms, dr_silent = now_ms - dr_confirmed_ms;
+    return etcd_silent >= dr_fence_ms && dr_silent >= dr_fence_ms &&
+           dr_silent < 2000LL * lease_ttl_s;
 }

@@ -120,6 +120,11 @@ typedef struct keeper_view {
     bool pg_in_recovery;
     bool pg_follows_leader;   /* primary_conninfo names the current leader */
     bool pg_was_primary;      /* data dir was a primary on a timeline the leader left */
+    bool pg_diverged;         /* a running standby whose replayed WAL goes past the point
+                               * where the leader's timeline left its own (the leader was
+                               * promoted while this node still received WAL from the old
+                               * primary, e.g. a regional failover): streaming from the
+                               * leader cannot work, only pg_rewind brings it back */
     uint32_t pg_timeline;
     uint64_t pg_flush_lsn;
 
@@ -162,6 +167,15 @@ const keeper_transition *keeper_fsm_step(keeper_state cur, const keeper_view *v)
  * and no such member is more advanced (ties: the smaller name wins).
  * When false and why is not NULL, *why names the reason (static text). */
 bool keeper_may_promote(const keeper_view *v, const char **why);
+
+/* DR-aware fencing (docs/FAILOVER.md "Partition and failback"): must a
+ * writable primary fence now? Yes when dr_fence_ms > 0 and, for at least
+ * dr_fence_ms, etcd has not answered (etcd_answered_ms) and the DR
+ * standbys have not confirmed WAL (dr_confirmed_ms) — but not when the DR
+ * standbys have been silent for two leases or more (they lag too far to
+ * be promoted automatically). Times in ms on one monotonic clock. */
+bool keeper_dr_fence_due(int64_t now_ms, int64_t etcd_answered_ms, int64_t dr_confirmed_ms,
+                         int dr_fence_ms, int lease_ttl_s);
 
 const char *keeper_state_name(keeper_state s);
 const char *keeper_action_name(keeper_action a);

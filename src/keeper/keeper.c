@@ -75,10 +75,25 @@ typedef struct keeper {
     const char *event_kind;
     uint64_t transitions, promotions; /* for /metrics */
     _Atomic uint64_t fences;          /* also counted by the fence thread */
+    /* DR-aware fencing (cfg->dr_fence_ms): the loop publishes when etcd
+     * last answered and which members are DR standbys; the DR watch
+     * thread publishes when the DR standbys last confirmed our WAL. */
+    _Atomic int64_t etcd_answered_ms;
+    _Atomic int64_t dr_confirmed_ms;
+    pthread_mutex_t dr_mu;
+    keeper_names dr_names;
     /* regional failover inputs (DR standby) */
     int64_t home_seen_at_ms, leader_seen_at_ms, caught_up_at_ms;
     uint64_t leader_flush_lsn; /* as the leader last published it */
     uint64_t own_primary_lsn;  /* our flush LSN when we last ran as a primary */
+    uint64_t last_flush_lsn;   /* our flush (standby: received) LSN when last running */
+    keeper_names replicas;     /* primary: standbys streaming per pg_stat_replication */
+    /* The leader's timeline history, as far as the divergence check needs
+     * it: where the leader's history left our timeline (fork_tli). */
+    char fork_leader[KEEPER_NAME_MAX];
+    uint32_t fork_leader_tli, fork_tli;
+    int fork_rc;               /* pgctl_timeline_switchpoint's answer */
+    uint64_t fork_lsn;
 } keeper;
 
 static int64_t mono_ms(void)
@@ -138,6 +153,11 @@ int keeper_config_check(const keeper_config *cfg, char *err, size_t err_size)
                         "loop period %d ms too long for a %d s lease with %d ms margin: "
                         "at least two renewals must fit before fencing",
                         cfg->loop_ms, cfg->lease_ttl_s, cfg->fence_margin_ms), -1;
+    if (cfg->dr_fence_ms != 0 && cfg->dr_fence_ms < 2 * cfg->loop_ms)
+        return snprintf(err, err_size,
+                        "--dr-fence-ms %d must be 0 (off) or at least two loop periods (%d ms): "
+                        "etcd is asked once per loop",
+                        cfg->dr_fence_ms, 2 * cfg->loop_ms), -1;
     if (cfg->fence_margin_ms < 200 || cfg->fence_margin_ms >= cfg->lease_ttl_s * 1000)
         return snprintf(err, err_size, "fence margin must be 200 ms .. lease TTL"), -1;
     return 0;
@@ -290,6 +310,7 @@ static void renew_leader_lease(keeper *k)
     int64_t sent = mono_ms();
     int rc = etcd_lease_keepalive(k->lease_etcd, id, NULL);
     if (rc == ETCD_OK) {
+        atomic_store(&k->etcd_answered_ms, mono_ms());
         if (atomic_load(&k->lease_id) == id)
             atomic_store(&k->lease_valid_until_ms,
                          sent + k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms);
@@ -312,6 +333,8 @@ static void *lease_thread(void *arg)
     return NULL;
 }
 
+static bool follows_leader(const keeper *k, const pgctl_state *ps);
+
 static void publish_member(keeper *k, const pgctl_state *ps)
 {
     char key[KEY_MAX], lsn[32], lag[32];
@@ -329,8 +352,9 @@ static void publish_member(keeper *k, const pgctl_state *ps)
     if (ps->in_recovery && k->leader_flush_lsn > ps->flush_lsn)
         lag_bytes = k->leader_flush_lsn - ps->flush_lsn;
     snprintf(lag, sizeof lag, "%" PRIu64, lag_bytes);
-    bool streaming = ps->running && ps->in_recovery && k->leader.port > 0 &&
-                     strstr(ps->upstream, "port=") != NULL;
+    /* Streaming: configured to follow the current leader (by the address
+     * it advertises for our region) and the WAL receiver really streams. */
+    bool streaming = ps->running && ps->in_recovery && ps->receiving && follows_leader(k, ps);
     json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:I}",
                           "node", k->cfg->node, "role", k->cfg->dr ? "dr" : "candidate",
                           "state", keeper_state_name(k->state),
@@ -346,6 +370,15 @@ static void publish_member(keeper *k, const pgctl_state *ps)
         json_object_set_new(j, "addrs", addrs);
     else
         json_decref(addrs);
+    if (j != NULL && ps->running && !ps->in_recovery) {
+        /* The primary's own view of who streams from it: what a
+         * switchover's target must be (meridianctl switchover checks it). */
+        json_t *arr = json_array();
+        for (size_t i = 0; arr != NULL && i < k->replicas.count; i++)
+            json_array_append_new(arr, json_string(k->replicas.names[i]));
+        if (arr != NULL)
+            json_object_set_new(j, "replicas", arr);
+    }
     if (j != NULL && k->cfg->dr) {
         int64_t dr_lag_ms = k->leader_seen_at_ms > k->caught_up_at_ms
                                 ? k->leader_seen_at_ms - k->caught_up_at_ms : 0;
@@ -483,21 +516,35 @@ static void write_syncset(keeper *k, const keeper_names *names)
  * was never replicated to the synchronous set, so it was never
  * acknowledged to a client (rule 2) — but it is reported, not dropped
  * silently: from where, to where, how many bytes. */
-static void report_discarded_wal(keeper *k, const keeper_view *v)
+static void report_discarded_wal(keeper *k, const keeper_view *v, uint64_t local_wal_end,
+                                 bool was_primary)
 {
     uint64_t diverged = 0;
     if (pgctl_last_rewind_divergence(&k->pg, &diverged) != 0)
         return; /* nothing was rewound */
-    uint64_t end = k->own_primary_lsn;
+    /* The end of our WAL before the rewind: the latest of what we saw
+     * running (as a primary: flushed; as a standby: received) and what
+     * the stopped data directory says. */
+    uint64_t end = local_wal_end;
+    if (k->own_primary_lsn > end)
+        end = k->own_primary_lsn;
+    if (k->last_flush_lsn > end)
+        end = k->last_flush_lsn;
     uint64_t bytes = end > diverged ? end - diverged : 0;
     char key[KEY_MAX], suffix[96], from[32], to[32];
     snprintf(from, sizeof from, "%X/%X", (unsigned)(diverged >> 32), (unsigned)diverged);
     snprintf(to, sizeof to, "%X/%X", (unsigned)(end >> 32), (unsigned)end);
     snprintf(suffix, sizeof suffix, "rewinds/%020" PRId64 "-%s", v->epoch, k->cfg->node);
     key_of(k, key, suffix);
-    json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:I, s:I}", "node", k->cfg->node, "epoch",
-                          (json_int_t)v->epoch, "diverged_at", from, "local_end", to,
-                          "discarded_bytes", (json_int_t)bytes, "at_ms", (json_int_t)wall_ms());
+    json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "node",
+                          k->cfg->node, "epoch", (json_int_t)v->epoch, "diverged_at", from,
+                          "local_end", to, "role", was_primary ? "primary" : "standby",
+                          "discarded_bytes", (json_int_t)bytes, "at_ms", (json_int_t)wall_ms(),
+                          "leader", v->leader, "region", k->cfg->region, "note",
+                          bytes > 0 ? "WAL past the new leader's history was discarded: never "
+                                      "acknowledged unless this node was a primary whose "
+                                      "region was failed over (see docs/FAILOVER.md)"
+                                    : "nothing of ours was past the divergence point");
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (text != NULL)
         etcd_put(k->etcd, key, text, strlen(text), 0, NULL);
@@ -617,6 +664,11 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
             keeper_names none;
             memset(&none, 0, sizeof none);
             set_sync_names(k, &none);
+            /* Nobody else holds every acknowledged commit now: the home
+             * region's nodes may miss the async tail. An empty set keeps
+             * them from being elected until they stream again from us and
+             * RENEW puts them back (rule 2). */
+            write_syncset(k, &none);
             log_warn(COMP, "regional failover: %s is primary with asynchronous commits until "
                            "home-region standbys rejoin", k->cfg->node);
         } else {
@@ -650,15 +702,26 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         rc = pgctl_stop(&k->pg, "immediate", 30000, err, sizeof err);
         k->holds_lease = false;
         break;
-    case KEEPER_ACT_REWIND:
+    case KEEPER_ACT_REWIND: {
+        /* A former primary (fenced: immediate stop) or a standby whose
+         * WAL went past the leader's fork point (fast stop). Crash
+         * recovery first, so the local end of WAL is known and reported. */
+        uint64_t local_end = 0;
+        bool was_primary = v->pg_was_primary || !pgctl_is_standby_dir(&k->pg);
+        log_info(COMP, "rewinding against %s (%s:%d)", v->leader, k->leader.host,
+                 k->leader.port);
         rc = pgctl_stop(&k->pg, "fast", 30000, err, sizeof err);
+        if (rc == 0)
+            rc = pgctl_prepare_rewind(&k->pg, &local_end, err, sizeof err);
         if (rc == 0)
             rc = pgctl_rewind(&k->pg, k->leader.host, k->leader.port, err, sizeof err);
         if (rc == 0)
-            report_discarded_wal(k, v);
+            report_discarded_wal(k, v, local_end, was_primary);
         if (rc == 0)
             rc = pgctl_start(&k->pg, 120000, err, sizeof err);
+        k->fork_leader[0] = '\0'; /* our timeline changed: ask again */
         break;
+    }
     case KEEPER_ACT_HANDOVER: {
         /* Planned switchover: a fast shutdown sends all WAL, up to the
          * shutdown checkpoint, to the connected standbys before the
@@ -721,6 +784,7 @@ static void primary_replication_view(keeper *k, keeper_view *v, const pgctl_stat
                                 " WHERE state = 'streaming'");
         for (size_t i = 0; i < v->member_count; i++)
             v->members[i].streaming = false;
+        memset(&k->replicas, 0, sizeof k->replicas);
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
             for (int row = 0; row < PQntuples(r); row++) {
                 for (size_t i = 0; i < v->member_count; i++) {
@@ -731,6 +795,9 @@ static void primary_replication_view(keeper *k, keeper_view *v, const pgctl_stat
                     pgctl_parse_lsn(PQgetvalue(r, row, 1), &lsn);
                     m->streaming = true;
                     m->flush_lsn = lsn;
+                    if (k->replicas.count < KEEPER_NODES_MAX)
+                        snprintf(k->replicas.names[k->replicas.count++], KEEPER_NAME_MAX, "%s",
+                                 m->name);
                     m->lag_bytes = ps->flush_lsn > lsn ? ps->flush_lsn - lsn : 0;
                 }
             }
@@ -759,21 +826,148 @@ static void register_node(keeper *k)
     json_decref(j);
 }
 
+/* DR watch thread (cfg->dr_fence_ms > 0): while this node is a writable
+ * primary, every 100 ms ask the local PostgreSQL how far the DR standbys
+ * have flushed. They "confirm" when they are caught up or their flush
+ * LSN moved since the last look; dr_confirmed_ms is the last such time.
+ * Its own thread and connection, so a slow query never delays the fence
+ * thread's deadline. */
+static void *dr_watch_thread(void *arg)
+{
+    keeper *k = arg;
+    PGconn *c = NULL;
+    int64_t last_flush = -1;
+    while (!atomic_load(&k->stopping)) {
+        usleep(100 * 1000);
+        int64_t now = mono_ms();
+        keeper_names drs;
+        pthread_mutex_lock(&k->dr_mu);
+        drs = k->dr_names;
+        pthread_mutex_unlock(&k->dr_mu);
+        if (!atomic_load(&k->writable) || drs.count == 0) {
+            atomic_store(&k->dr_confirmed_ms, now);
+            last_flush = -1;
+            continue;
+        }
+        if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            char dsn[256];
+            snprintf(dsn, sizeof dsn,
+                     "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=2 "
+                     "application_name=meridian-keeper-drwatch options='-c statement_timeout=1000'",
+                     k->cfg->pg_port);
+            c = PQconnectdb(dsn);
+            if (PQstatus(c) != CONNECTION_OK)
+                continue; /* no judgement without an answer */
+        }
+        char list[KEEPER_NODES_MAX * (KEEPER_NAME_MAX + 1) + 4] = "{";
+        size_t used = 1;
+        for (size_t i = 0; i < drs.count && used < sizeof list; i++) {
+            int n = snprintf(list + used, sizeof list - used, "%s%s", i ? "," : "", drs.names[i]);
+            if (n < 0)
+                break;
+            used += (size_t)n;
+        }
+        if (used + 2 > sizeof list)
+            continue;
+        snprintf(list + used, sizeof list - used, "}");
+        const char *params[1] = {list};
+        PGresult *r = PQexecParams(
+            c,
+            "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint,"
+            " (SELECT max(pg_wal_lsn_diff(flush_lsn, '0/0'))::bigint FROM pg_stat_replication"
+            "  WHERE application_name = ANY($1::text[]))",
+            1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            int64_t cur = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+            int64_t dr = PQgetisnull(r, 0, 1) ? -1 : strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+            if (dr >= 0 && (dr >= cur || dr != last_flush))
+                atomic_store(&k->dr_confirmed_ms, now);
+            last_flush = dr;
+        } else {
+            PQfinish(c);
+            c = NULL;
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+static void fence_now(keeper *k, const char *why)
+{
+    char err[256];
+    log_warn(COMP, "%s: fencing PostgreSQL now", why);
+    atomic_fetch_add(&k->fences, 1);
+    atomic_store(&k->writable, 0);
+    if (pgctl_stop(&k->pg, "immediate", 30000, err, sizeof err) != 0)
+        log_error(COMP, "fence: %s", err);
+}
+
 static void *fence_thread(void *arg)
 {
     keeper *k = arg;
     while (!atomic_load(&k->stopping)) {
-        if (atomic_load(&k->writable) && mono_ms() >= atomic_load(&k->lease_valid_until_ms)) {
-            char err[256];
-            log_warn(COMP, "lease deadline passed without renewal: fencing PostgreSQL now");
-            atomic_fetch_add(&k->fences, 1);
-            atomic_store(&k->writable, 0);
-            if (pgctl_stop(&k->pg, "immediate", 30000, err, sizeof err) != 0)
-                log_error(COMP, "fence: %s", err);
+        int64_t now = mono_ms();
+        if (atomic_load(&k->writable) && now >= atomic_load(&k->lease_valid_until_ms)) {
+            fence_now(k, "lease deadline passed without renewal");
+        } else if (atomic_load(&k->writable) &&
+                   keeper_dr_fence_due(now, atomic_load(&k->etcd_answered_ms),
+                                       atomic_load(&k->dr_confirmed_ms), k->cfg->dr_fence_ms,
+                                       k->cfg->lease_ttl_s)) {
+            /* Cut off from etcd and from the DR region alike: the DR
+             * standby may take the cell once our lease runs out, and no
+             * commit acknowledged from now on would reach it. The lease is
+             * treated as gone: writes resume only after a renewal proves
+             * etcd answers us again (then nobody else can hold the cell). */
+            atomic_store(&k->lease_valid_until_ms, 0);
+            fence_now(k, "etcd and the DR standbys silent past --dr-fence-ms (a partition?)");
         }
         usleep(20 * 1000);
     }
     return NULL;
+}
+
+/* Is this running standby past the point where the leader's history left
+ * its timeline? Asked only while the leader publishes a higher timeline
+ * than ours (a new leader was promoted and we do not stream from its
+ * timeline yet); the answer for one (leader, its timeline, ours) is
+ * cached. Unknown (leader unreachable) counts as not diverged: following
+ * is tried, and the question is asked again next round. */
+static bool diverged_from_leader(keeper *k, const keeper_view *v, const pgctl_state *ps)
+{
+    if (!v->etcd_ok || !v->leader_present || strcmp(v->leader, k->cfg->node) == 0 ||
+        !ps->running || !ps->in_recovery || ps->timeline == 0 || k->leader.port <= 0)
+        return false;
+    uint32_t leader_tli = 0;
+    for (size_t i = 0; i < v->member_count; i++)
+        if (strcmp(v->members[i].name, v->leader) == 0 && v->members[i].present &&
+            v->members[i].is_primary)
+            leader_tli = v->members[i].timeline;
+    if (leader_tli <= ps->timeline)
+        return false;
+    if (strcmp(k->fork_leader, v->leader) != 0 || k->fork_leader_tli != leader_tli ||
+        k->fork_tli != ps->timeline || k->fork_rc < 0) {
+        uint64_t lsn = 0;
+        int rc = pgctl_timeline_switchpoint(k->leader.host, k->leader.port, leader_tli,
+                                            ps->timeline, &lsn);
+        snprintf(k->fork_leader, sizeof k->fork_leader, "%s", v->leader);
+        k->fork_leader_tli = leader_tli;
+        k->fork_tli = ps->timeline;
+        k->fork_rc = rc;
+        k->fork_lsn = lsn;
+        if (rc == 0)
+            log_info(COMP, "leader %s (timeline %u) left our timeline %u at %X/%X; we replayed "
+                           "up to %X/%X",
+                     v->leader, leader_tli, ps->timeline, (unsigned)(lsn >> 32), (unsigned)lsn,
+                     (unsigned)(ps->replay_lsn >> 32), (unsigned)ps->replay_lsn);
+        else if (rc == 1)
+            log_warn(COMP, "our timeline %u is not in leader %s's history (timeline %u)",
+                     ps->timeline, v->leader, leader_tli);
+    }
+    if (k->fork_rc == 1)
+        return true;
+    return k->fork_rc == 0 && ps->replay_lsn > k->fork_lsn;
 }
 
 /* One observe-decide-act round. Returns true when the next round should
@@ -789,7 +983,15 @@ static bool loop_once(keeper *k)
 
     if (read_cell(k, &v) == 0) {
         v.etcd_ok = true;
+        /* Unseen is not lost: after etcd could not be read for longer
+         * than a lease (etcd without a majority), the home region's
+         * absence is counted afresh, else a DR standby would take the
+         * cell the moment etcd came back, before the home keepers had
+         * re-registered. (A failed read now and then does not reset it.) */
+        if (now - k->etcd_ok_at_ms > (int64_t)k->cfg->lease_ttl_s * 1000)
+            k->home_seen_at_ms = 0;
         k->etcd_ok_at_ms = now;
+        atomic_store(&k->etcd_answered_ms, mono_ms());
         if (!v.leader_present || strcmp(v.leader, k->cfg->node) != 0)
             k->holds_lease = false;
         k->cached = v;
@@ -801,6 +1003,8 @@ static bool loop_once(keeper *k)
     pgctl_read_state(&k->pg, &ps);
     if (ps.running && !ps.in_recovery)
         k->own_primary_lsn = ps.flush_lsn;
+    if (ps.running && ps.flush_lsn > 0)
+        k->last_flush_lsn = ps.flush_lsn;
 
     v.now_ms = mono_ms();
     snprintf(v.self, sizeof v.self, "%s", k->cfg->node);
@@ -815,6 +1019,7 @@ static bool loop_once(keeper *k)
                        !(ps.running && !ps.in_recovery && k->holds_lease);
     v.pg_timeline = ps.timeline;
     v.pg_flush_lsn = ps.flush_lsn;
+    v.pg_diverged = diverged_from_leader(k, &v, &ps);
     v.etcd_lost_detach_ms = (int64_t)k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms;
 
     /* Regional failover inputs: when did we last see the home region
@@ -836,6 +1041,16 @@ static bool loop_once(keeper *k)
         if (home || k->home_seen_at_ms == 0)
             k->home_seen_at_ms = v.now_ms;
     }
+    if (v.etcd_ok && k->cfg->dr_fence_ms > 0) {
+        keeper_names drs;
+        memset(&drs, 0, sizeof drs);
+        for (size_t i = 0; i < v.member_count && drs.count < KEEPER_NODES_MAX; i++)
+            if (v.members[i].is_dr)
+                snprintf(drs.names[drs.count++], sizeof drs.names[0], "%s", v.members[i].name);
+        pthread_mutex_lock(&k->dr_mu);
+        k->dr_names = drs;
+        pthread_mutex_unlock(&k->dr_mu);
+    }
     v.self_is_dr = k->cfg->dr;
     v.region_policy = k->cfg->region_policy;
     v.region_failover_after_ms = (int64_t)k->cfg->region_failover_after_s * 1000;
@@ -845,6 +1060,8 @@ static bool loop_once(keeper *k)
                       ? k->leader_seen_at_ms - k->caught_up_at_ms : 0;
     if (ps.running && !ps.in_recovery)
         primary_replication_view(k, &v, &ps);
+    else
+        memset(&k->replicas, 0, sizeof k->replicas);
 
     const keeper_transition *t = keeper_fsm_step(k->state, &v);
     if (t != NULL) {
@@ -899,6 +1116,9 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     snprintf(k.prefix, sizeof k.prefix, "/meridian/%s/", cfg->cell);
     k.state = KEEPER_INIT;
     k.etcd_ok_at_ms = mono_ms();
+    atomic_store(&k.etcd_answered_ms, k.etcd_ok_at_ms);
+    atomic_store(&k.dr_confirmed_ms, k.etcd_ok_at_ms);
+    pthread_mutex_init(&k.dr_mu, NULL);
     k.etcd = etcd_client_create(cfg->etcd_endpoints, ETCD_TIMEOUT_MS, err, sizeof err);
     if (k.etcd == NULL) {
         log_error(COMP, "etcd endpoints: %s", err);
@@ -910,10 +1130,12 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
         etcd_client_free(k.etcd);
         return -1;
     }
-    pthread_t fence, renew;
+    pthread_t fence, renew, drwatch;
+    bool drwatch_started = false;
     if (pthread_create(&fence, NULL, fence_thread, &k) != 0) {
         etcd_client_free(k.lease_etcd);
         etcd_client_free(k.etcd);
+        pthread_mutex_destroy(&k.dr_mu);
         return -1;
     }
     if (pthread_create(&renew, NULL, lease_thread, &k) != 0) {
@@ -921,7 +1143,17 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
         pthread_join(fence, NULL);
         etcd_client_free(k.lease_etcd);
         etcd_client_free(k.etcd);
+        pthread_mutex_destroy(&k.dr_mu);
         return -1;
+    }
+    if (cfg->dr_fence_ms > 0) {
+        drwatch_started = pthread_create(&drwatch, NULL, dr_watch_thread, &k) == 0;
+        if (!drwatch_started)
+            log_warn(COMP, "cannot start the DR watch thread: --dr-fence-ms is off");
+        else
+            log_info(COMP, "DR-aware fencing: fence when etcd and the DR standbys are silent "
+                           "for %d ms",
+                     cfg->dr_fence_ms);
     }
     log_info(COMP, "keeper %s of cell %s started (PostgreSQL port %d, dir %s)", cfg->node,
              cfg->cell, cfg->pg_port, cfg->basedir);
@@ -951,6 +1183,9 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     atomic_store(&k.stopping, 1);
     pthread_join(renew, NULL);
     pthread_join(fence, NULL);
+    if (drwatch_started)
+        pthread_join(drwatch, NULL);
+    pthread_mutex_destroy(&k.dr_mu);
     etcd_client_free(k.lease_etcd);
     etcd_client_free(k.etcd);
     return 0;

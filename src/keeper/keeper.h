@@ -37,6 +37,13 @@ typedef struct keeper_config {
     keeper_region_policy region_policy;  /* what the DR standby may do on its own */
     int region_failover_after_s; /* home region gone this long -> automatic failover */
     int max_loss_ms;             /* ... only if the DR standby lagged at most this */
+    /* A primary whose cell has a DR standby under the automatic policy:
+     * fence at once (not at the lease deadline) when both etcd and the DR
+     * standbys have been silent this long (0: off). Cut off from both,
+     * the DR region may take the cell; every commit acknowledged from
+     * then on would be lost, so the loss stays within ~max_loss_ms rather
+     * than a lease. */
+    int dr_fence_ms;
     /* Addresses by which other regions reach this node's PostgreSQL (in
      * the lab: WAN-emulator links); published as "addrs" {region: "h:p"}. */
     size_t advertise_count;

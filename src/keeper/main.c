@@ -37,7 +37,7 @@ static void usage(FILE *f)
             "                       [--user USER] [--pid-file FILE] [--stop-pg-on-exit]\n"
             "                       [--metrics-listen 127.0.0.1:PORT] [--role candidate|dr]\n"
             "                       [--region-failover manual|automatic] [--region-failover-after-s S]\n"
-            "                       [--max-loss-ms MS] [--advertise REGION=HOST:PORT ...]\n"
+            "                       [--max-loss-ms MS] [--dr-fence-ms MS] [--advertise REGION=HOST:PORT ...]\n"
             "                       [--log-level debug|info|warn|error] [--log-json]\n"
             "       meridian-keeper --print-fsm\n");
 }
@@ -128,6 +128,7 @@ int main(int argc, char **argv)
         }
         else if (strcmp(a, "--region-failover-after-s") == 0) { rc = parse_int(a, v, 1, 3600, &n); cfg.region_failover_after_s = (int)n; }
         else if (strcmp(a, "--max-loss-ms") == 0) { rc = parse_int(a, v, 0, 3600000, &n); cfg.max_loss_ms = (int)n; }
+        else if (strcmp(a, "--dr-fence-ms") == 0) { rc = parse_int(a, v, 0, 60000, &n); cfg.dr_fence_ms = (int)n; }
         else if (strcmp(a, "--advertise") == 0) {
             const char *eq = strchr(v, '=');
             const char *colon = eq ? strrchr(eq, ':') : NULL;

@@ -433,33 +433,123 @@ int pgctl_parse_lsn(const char *text, uint64_t *out)
     return 0;
 }
 
-/* The last checkpoint's LSN of a stopped server (pg_controldata). For a
- * cleanly stopped primary this is its shutdown checkpoint: the end of
- * its WAL, which a planned switchover's target must have received. */
-static uint64_t stopped_checkpoint_lsn(const pgctl_config *cfg)
+/* What pg_controldata says about a stopped data directory: the last
+ * checkpoint's LSN (for a cleanly stopped primary, its shutdown
+ * checkpoint: the end of its WAL, which a planned switchover's target
+ * must have received), the minimum recovery ending location (a standby),
+ * and whether the cluster was shut down cleanly. Returns 0, or -1 when
+ * pg_controldata cannot be run. */
+typedef struct controldata {
+    uint64_t checkpoint_lsn;
+    uint64_t min_recovery_lsn;
+    bool clean; /* "shut down" or "shut down in recovery" */
+} controldata;
+
+static int read_controldata(const pgctl_config *cfg, controldata *out)
 {
     char exe[PGCTL_PATH_MAX], data[PGCTL_PATH_MAX], cmd[3 * PGCTL_PATH_MAX], line[512];
+    memset(out, 0, sizeof *out);
     if (!pgctl_data_exists(cfg))
-        return 0;
+        return -1;
     bin(cfg, exe, "pg_controldata");
     data_path(cfg, data, NULL);
     snprintf(cmd, sizeof cmd, "'%s' -D '%s' 2>/dev/null", exe, data);
     FILE *f = popen(cmd, "r");
     if (f == NULL)
-        return 0;
-    uint64_t lsn = 0;
+        return -1;
+    static const char k_ckpt[] = "Latest checkpoint location:";
+    static const char k_minrec[] = "Minimum recovery ending location:";
+    static const char k_state[] = "Database cluster state:";
     for (int i = 0; i < 200 && fgets(line, sizeof line, f) != NULL; i++) {
-        const char *key = "Latest checkpoint location:";
-        if (strncmp(line, key, strlen(key)) == 0) {
-            char *v = line + strlen(key);
-            while (*v == ' ')
-                v++;
-            v[strcspn(v, "\n")] = '\0';
-            pgctl_parse_lsn(v, &lsn);
+        line[strcspn(line, "\n")] = '\0';
+        const char *key = NULL;
+        if (strncmp(line, k_ckpt, sizeof k_ckpt - 1) == 0)
+            key = k_ckpt;
+        else if (strncmp(line, k_minrec, sizeof k_minrec - 1) == 0)
+            key = k_minrec;
+        else if (strncmp(line, k_state, sizeof k_state - 1) == 0)
+            key = k_state;
+        if (key == NULL)
+            continue;
+        char *v = line + strlen(key);
+        while (*v == ' ')
+            v++;
+        if (key == k_ckpt)
+            pgctl_parse_lsn(v, &out->checkpoint_lsn);
+        else if (key == k_minrec)
+            pgctl_parse_lsn(v, &out->min_recovery_lsn);
+        else
+            out->clean = strcmp(v, "shut down") == 0 || strcmp(v, "shut down in recovery") == 0;
+    }
+    return pclose(f) == 0 ? 0 : -1;
+}
+
+static uint64_t stopped_checkpoint_lsn(const pgctl_config *cfg)
+{
+    controldata cd;
+    (void)read_controldata(cfg, &cd); /* zeroed when it cannot be read */
+    return cd.checkpoint_lsn;
+}
+
+int pgctl_prepare_rewind(const pgctl_config *cfg, uint64_t *end_lsn, char *err, size_t err_size)
+{
+    controldata cd;
+    *end_lsn = 0;
+    if (postmaster_alive(cfg))
+        return fail(err, err_size, "PostgreSQL is still running: stop it before a rewind");
+    if (read_controldata(cfg, &cd) != 0)
+        return fail(err, err_size, "pg_controldata failed on %s/data", cfg->basedir);
+    if (!cd.clean) {
+        if (single_user_recovery(cfg, err, err_size) != 0)
+            return -1;
+        if (read_controldata(cfg, &cd) != 0 || !cd.clean)
+            return fail(err, err_size, "%s/data is still not shut down cleanly after crash "
+                                       "recovery in single-user mode", cfg->basedir);
+    }
+    *end_lsn = cd.checkpoint_lsn > cd.min_recovery_lsn ? cd.checkpoint_lsn : cd.min_recovery_lsn;
+    return 0;
+}
+
+int pgctl_timeline_switchpoint(const char *host, int port, uint32_t leader_tli, uint32_t tli,
+                               uint64_t *lsn)
+{
+    char dsn[256], sql[128];
+    if (leader_tli <= 1 || tli == 0 || tli >= leader_tli)
+        return -1;
+    snprintf(dsn, sizeof dsn,
+             "host=%s port=%d user=postgres dbname=postgres connect_timeout=3 "
+             "application_name=meridian-keeper",
+             host, port);
+    snprintf(sql, sizeof sql, "SELECT pg_read_file('pg_wal/%08X.history')", leader_tli);
+    PGconn *c = PQconnectdb(dsn);
+    if (PQstatus(c) != CONNECTION_OK) {
+        PQfinish(c);
+        return -1;
+    }
+    PGresult *r = PQexec(c, sql);
+    int rc = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        /* Lines "parentTLI<TAB>switchpoint<TAB>reason", oldest first. */
+        const char *p = PQgetvalue(r, 0, 0);
+        rc = 1;
+        for (int lines = 0; p != NULL && *p != '\0' && lines < 100000; lines++) {
+            unsigned parent = 0;
+            char text[64];
+            uint64_t at = 0;
+            if (sscanf(p, "%u %63s", &parent, text) == 2 && parent == tli &&
+                pgctl_parse_lsn(text, &at) == 0) {
+                *lsn = at;
+                rc = 0;
+                break;
+            }
+            p = strchr(p, '\n');
+            if (p != NULL)
+                p++;
         }
     }
-    pclose(f);
-    return lsn;
+    PQclear(r);
+    PQfinish(c);
+    return rc;
 }
 
 int pgctl_last_rewind_divergence(const pgctl_config *cfg, uint64_t *lsn)
@@ -507,7 +597,8 @@ int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out)
            "                (SELECT timeline_id FROM pg_control_checkpoint()))"
            "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
            " END,"
-           " current_setting('primary_conninfo'), current_setting('synchronous_standby_names')");
+           " current_setting('primary_conninfo'), current_setting('synchronous_standby_names'),"
+           " COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver LIMIT 1), false)");
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
         out->running = true;
         out->in_recovery = PQgetvalue(r, 0, 0)[0] == 't';
@@ -516,6 +607,7 @@ int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out)
         out->timeline = (uint32_t)strtoul(PQgetvalue(r, 0, 3), NULL, 10);
         snprintf(out->upstream, sizeof out->upstream, "%s", PQgetvalue(r, 0, 4));
         snprintf(out->sync_names, sizeof out->sync_names, "%s", PQgetvalue(r, 0, 5));
+        out->receiving = PQgetvalue(r, 0, 6)[0] == 't';
     }
     PQclear(r);
     PQfinish(c);

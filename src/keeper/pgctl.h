@@ -33,6 +33,7 @@ typedef struct pgctl_state {
     uint32_t timeline;
     uint64_t flush_lsn;   /* primary: current flush LSN; standby: received+flushed */
     uint64_t replay_lsn;  /* standby: replayed */
+    bool receiving;       /* standby: its WAL receiver is streaming (pg_stat_wal_receiver) */
     char upstream[256];   /* standby: primary_conninfo in force ("" when none) */
     char sync_names[256]; /* primary: synchronous_standby_names */
 } pgctl_state;
@@ -67,6 +68,24 @@ bool pgctl_is_standby_dir(const pgctl_config *cfg);
  * standby.signal and primary_conninfo). */
 int pgctl_rewind(const pgctl_config *cfg, const char *source_host, int source_port,
                  char *err, size_t err_size);
+
+/* Before pgctl_rewind, on a stopped data directory: if it was not shut
+ * down cleanly (a fenced primary is stopped with an immediate shutdown),
+ * finish crash recovery in single-user mode, so its WAL is complete and
+ * pg_rewind accepts it. Then *end_lsn = where its local WAL ends, as far
+ * as pg_controldata tells (the later of the last checkpoint and the
+ * minimum recovery ending location; a lower bound by the length of one
+ * record). Returns 0, or -1 with the reason in err. */
+int pgctl_prepare_rewind(const pgctl_config *cfg, uint64_t *end_lsn, char *err, size_t err_size);
+
+/* Where the history of the server at host:port (on timeline
+ * leader_tli) left timeline tli: the switch point recorded in its
+ * timeline history file (read with pg_read_file as the superuser).
+ * Returns 0 with *lsn set; 1 when tli is not in that history at all (the
+ * two histories share nothing after some earlier point: rewinding is the
+ * only way); -1 when it cannot be read (unreachable, no such file). */
+int pgctl_timeline_switchpoint(const char *host, int port, uint32_t leader_tli, uint32_t tli,
+                               uint64_t *lsn);
 
 /* After pgctl_rewind: where the source and target histories diverged,
  * from pg_rewind's log ("servers diverged at WAL location X/Y"). Returns

@@ -907,6 +907,10 @@ void api_handle(void *arg, const http_request *req, http_response *resp)
             reply_unavailable(&c);
             return;
         }
+        if (as == AUTH_WRONG_CELL) { /* a key of another cell: misdirected */
+            reply_problem(&c, 421, "wrong_cell", NULL, "%s", why);
+            return;
+        }
         if (as != AUTH_OK) {
             reply_problem(&c, 401, "unauthorized", NULL, "%s", why);
             resp->www_authenticate = true;

@@ -7,7 +7,9 @@
  * remembers recent successes for AUTH_CACHE_TTL_MS. A collision simply
  * evicts; the table never grows. The cache is what bounds revocation
  * latency: a key revoked in the database is refused by every meridiand
- * within AUTH_CACHE_TTL_MS.
+ * within AUTH_CACHE_TTL_MS. A key naming a cell other than the one set
+ * with auth_set_cell is refused before hashing or lookup: the cell is
+ * part of the key text (apikey.h), so this costs a string compare.
  */
 #include "service/auth.h"
 
@@ -31,6 +33,7 @@ typedef struct cache_entry {
 
 struct auth {
     reads *reads;
+    char cell[APIKEY_CELL_SIZE]; /* "" = any cell */
     uint8_t pepper[APIKEY_PEPPER_SIZE];
     pthread_mutex_t mu;
     cache_entry cache[AUTH_CACHE_SLOTS];
@@ -62,6 +65,18 @@ void auth_free(auth *a)
     free(a);
 }
 
+int auth_set_cell(auth *a, const char *cell)
+{
+    mrd_assert(a != NULL);
+    if (cell == NULL || cell[0] == '\0') {
+        a->cell[0] = '\0';
+        return 0;
+    }
+    if (apikey_cell_name_check(cell) != 0) return -1;
+    snprintf(a->cell, sizeof a->cell, "%s", cell);
+    return 0;
+}
+
 static size_t slot_of(const uint8_t hash[APIKEY_HASH_SIZE])
 {
     uint64_t v;
@@ -84,10 +99,19 @@ auth_status auth_check(auth *a, const char *authorization, auth_identity *out, c
     }
     const char *key = authorization + sizeof bearer - 1;
     while (*key == ' ') key++;
-    if (apikey_check_format(key) != 0) {
+    char key_cell[APIKEY_CELL_SIZE];
+    int named = apikey_cell(key, key_cell, sizeof key_cell);
+    if (named < 0) {
         snprintf(why, why_size,
-                 "malformed API key: expected mk_ followed by 43 base64url characters");
+                 "malformed API key: expected mk_ (or mk_CELL_) followed by 43 base64url "
+                 "characters");
         return AUTH_DENIED;
+    }
+    if (named == 1 && a->cell[0] != '\0' && strcmp(key_cell, a->cell) != 0) {
+        snprintf(why, why_size,
+                 "this API key is of cell %s, this is cell %s: send it to the global entry",
+                 key_cell, a->cell);
+        return AUTH_WRONG_CELL;
     }
     uint8_t hash[APIKEY_HASH_SIZE];
     apikey_hash(a->pepper, key, hash);
@@ -115,7 +139,8 @@ auth_status auth_check(auth *a, const char *authorization, auth_identity *out, c
     out->admin = k.admin;
     out->customer_id = k.customer_id;
     snprintf(out->customer_name, sizeof out->customer_name, "%s", k.customer_name);
-    snprintf(out->key_prefix, sizeof out->key_prefix, "%.*s", APIKEY_PREFIX_LEN, key);
+    if (apikey_prefix(key, out->key_prefix, sizeof out->key_prefix) != 0)
+        snprintf(out->key_prefix, sizeof out->key_prefix, "%.*s", APIKEY_PREFIX_LEN, key);
 
     pthread_mutex_lock(&a->mu);
     memcpy(e->hash, hash, APIKEY_HASH_SIZE);

@@ -438,6 +438,9 @@ int main(int argc, char **argv)
         log_error("main", "out of memory");
         goto out;
     }
+    /* Keys naming another cell ("mk_<cell>_...") are refused with 421. */
+    if (auth_set_cell(au, s.cell) != 0)
+        log_warn("main", "cell %s cannot appear in API keys: keys of any cell are accepted", s.cell);
     batcher_config bc = {
         .dsn = s.dsn,
         .route = rt,

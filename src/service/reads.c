@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include "common/log.h"
 #include "common/mrd_assert.h"
@@ -40,8 +41,16 @@
 typedef struct slot {
     PGconn *conn;
     bool busy;
-    uint64_t generation; /* route the connection was opened for */
+    uint64_t generation;  /* route the connection was opened for */
+    route_source *route;  /* the pool's route (borrowed): a query gives up when it moves */
 } slot;
+
+/* A query waits at most this long for its answer (the server's own
+ * statement_timeout is 30 s), and gives up sooner when the leader moves:
+ * a database behind a black-holed link (a partition) never answers, and
+ * TCP keepalives cannot tell, since a proxy on the way answers them. */
+#define READS_QUERY_WAIT_MS 35000
+#define READS_POLL_SLICE_MS 200
 
 struct reads {
     route_source *route;     /* borrowed, or own_route */
@@ -56,6 +65,7 @@ struct reads {
     int64_t ready_checked_ns;
     int ready_version;
     int ready_ok;
+    bool ready_checking; /* a probe is running check_ready */
     char ready_reason[256];
 };
 
@@ -106,6 +116,8 @@ reads *reads_create_routed(route_source *route, int pool_size, int acquire_timeo
     pthread_cond_init(&r->cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&r->ready_mu, NULL);
+    for (int i = 0; i < READS_POOL_MAX; i++)
+        r->slots[i].route = route;
 
     route_snapshot snap;
     char dsn[ROUTE_DSN_MAX], line[256];
@@ -232,6 +244,50 @@ static void release(reads *r, slot *s)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* Send one statement and wait for its result, at most READS_QUERY_WAIT_MS
+ * and only while the route's generation stays the one the connection
+ * was opened for. Returns the result, or NULL with *abandoned set when
+ * the wait was given up (the connection is then closed: its answer, if
+ * any ever comes, belongs to nobody). */
+static PGresult *exec_bounded(slot *s, const char *sql, int nparams, const char *const *values,
+                              const int *lengths, const int *formats, bool *abandoned)
+{
+    *abandoned = false;
+    if (!PQsendQueryParams(s->conn, sql, nparams, NULL, values, lengths, formats, 0))
+        return NULL;
+    int64_t deadline = mono_ns() + (int64_t)READS_QUERY_WAIT_MS * 1000000LL;
+    while (PQisBusy(s->conn)) {
+        route_snapshot snap;
+        route_current(s->route, &snap);
+        bool moved = !snap.has_leader || snap.generation != s->generation;
+        if (moved || mono_ns() >= deadline) {
+            log_warn("reads", "giving up a query after %s: closing its connection",
+                     moved ? "the leader moved" : "35 s without an answer");
+            PQfinish(s->conn);
+            s->conn = NULL;
+            *abandoned = true;
+            return NULL;
+        }
+        struct pollfd pfd = {.fd = PQsocket(s->conn), .events = POLLIN};
+        if (pfd.fd < 0)
+            return NULL;
+        int pr = poll(&pfd, 1, READS_POLL_SLICE_MS);
+        if (pr < 0 && errno != EINTR)
+            return NULL;
+        if (pr > 0 && !PQconsumeInput(s->conn))
+            return NULL;
+    }
+    PGresult *res = PQgetResult(s->conn);
+    /* One statement: drain to the terminating NULL. */
+    for (int i = 0; i < 16; i++) {
+        PGresult *extra = PQgetResult(s->conn);
+        if (extra == NULL)
+            break;
+        PQclear(extra);
+    }
+    return res;
+}
+
 /* Run one statement; on a broken connection reset it and try once more.
  * On READS_OK *out holds the result (PQclear it). */
 static reads_status exec(slot *s, const char *what, const char *sql, int nparams,
@@ -240,7 +296,10 @@ static reads_status exec(slot *s, const char *what, const char *sql, int nparams
 {
     *out = NULL;
     for (int attempt = 0; attempt < 2; attempt++) {
-        PGresult *res = PQexecParams(s->conn, sql, nparams, NULL, values, lengths, formats, 0);
+        bool abandoned = false;
+        PGresult *res = exec_bounded(s, sql, nparams, values, lengths, formats, &abandoned);
+        if (abandoned)
+            return READS_UNAVAILABLE;
         ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
             *out = res;
@@ -865,19 +924,36 @@ out:
 
 int reads_ready(reads *r, int expected_version, char *reason, size_t reason_size)
 {
+    /* One probe checks at a time, outside the lock; concurrent probes
+     * answer from the last result instead of queueing behind a check
+     * that may take seconds (a database that stopped answering). */
     pthread_mutex_lock(&r->ready_mu);
     int64_t now = mono_ns();
-    if (r->ready_checked_ns == 0 || now - r->ready_checked_ns >= READY_CACHE_NS ||
-        r->ready_version != expected_version) {
-        /* Checked under the lock: concurrent probes wait for one answer
-         * instead of each taking a connection. */
-        r->ready_ok = check_ready(r, expected_version, r->ready_reason,
-                                  sizeof r->ready_reason) == 0;
+    bool stale = r->ready_checked_ns == 0 || now - r->ready_checked_ns >= READY_CACHE_NS ||
+                 r->ready_version != expected_version;
+    bool check = stale && !r->ready_checking;
+    if (check)
+        r->ready_checking = true;
+    pthread_mutex_unlock(&r->ready_mu);
+    if (check) {
+        char why[sizeof r->ready_reason];
+        int ok = check_ready(r, expected_version, why, sizeof why) == 0;
+        pthread_mutex_lock(&r->ready_mu);
+        r->ready_ok = ok;
+        snprintf(r->ready_reason, sizeof r->ready_reason, "%s", why);
         r->ready_version = expected_version;
         r->ready_checked_ns = mono_ns();
+        r->ready_checking = false;
+        pthread_mutex_unlock(&r->ready_mu);
     }
-    int ok = r->ready_ok;
-    snprintf(reason, reason_size, "%s", ok ? "" : r->ready_reason);
+    pthread_mutex_lock(&r->ready_mu);
+    int ok = r->ready_checked_ns != 0 && r->ready_version == expected_version && r->ready_ok;
+    if (ok)
+        snprintf(reason, reason_size, "%s", "");
+    else if (r->ready_checked_ns == 0)
+        snprintf(reason, reason_size, "%s", "the first readiness check is still running");
+    else
+        snprintf(reason, reason_size, "%s", r->ready_reason);
     pthread_mutex_unlock(&r->ready_mu);
     return ok ? 0 : -1;
 }

@@ -602,7 +602,7 @@ static void parse_cache(parser *p, const json_t *v, const char *cell_what, size_
 static void parse_meridiand(parser *p, const json_t *v, const char *cell_what, size_t index,
                             topology_meridiand *m)
 {
-    static const char *const fields[] = {"region", "instances", "port", NULL};
+    static const char *const fields[] = {"region", "instances", "scale_to", "port", NULL};
     char what[TOPOLOGY_WHAT_BYTES];
     describe(what, sizeof what, cell_what, " meridiand entry", "", index);
     if (!check_object(p, v, what, fields))
@@ -611,12 +611,29 @@ static void parse_meridiand(parser *p, const json_t *v, const char *cell_what, s
         snprintf(what, sizeof what, "%s meridiand in '%s'", cell_what, m->region);
     get_uint(p, v, "instances", true, what, 1, LIMIT_TOPOLOGY_MERIDIAND_INSTANCES_MAX,
              &m->instances);
+    /* scale_to: how many run while the cell's leader is in this region. */
+    m->scale_to = 0;
+    int got = get_uint(p, v, "scale_to", false, what, 1,
+                       LIMIT_TOPOLOGY_MERIDIAND_INSTANCES_MAX, &m->scale_to);
+    if (got > 0 && m->instances > 0 && m->scale_to < m->instances) {
+        size_t mark = ptr_push(p, "scale_to");
+        topology_error *e = perr(p, "schema.range",
+                                 "%s: 'scale_to' is %u, below 'instances' %u (scaling up "
+                                 "never stops instances)",
+                                 what, m->scale_to, m->instances);
+        phint(e, "write a 'scale_to' from %u to %d, or leave it out", m->instances,
+              LIMIT_TOPOLOGY_MERIDIAND_INSTANCES_MAX);
+        ptr_restore(p, mark);
+    }
+    if (got <= 0 || m->scale_to < m->instances)
+        m->scale_to = m->instances;
     if (get_port(p, v, "port", what, &m->port) > 0 && m->port != TOPOLOGY_PORT_AUTO &&
-        (uint32_t)m->port + m->instances - 1 > 65535) {
+        (uint32_t)m->port + m->scale_to - 1 > 65535) {
         size_t mark = ptr_push(p, "port");
         topology_error *e = perr(p, "port.range",
-                                 "%s: ports %u..%u (one per instance) run past 65535", what,
-                                 m->port, m->port + m->instances - 1);
+                                 "%s: ports %u..%u (one per instance, up to scale_to) run "
+                                 "past 65535",
+                                 what, m->port, m->port + m->scale_to - 1);
         phint(e, "lower 'port' or use \"auto\"");
         ptr_restore(p, mark);
     }
@@ -1369,7 +1386,8 @@ static void check_cell(parser *p, const topology *t, size_t ci, checker *k)
                 phint(e, "merge them into one entry with the total 'instances'");
             }
         }
-        add_port(p, k, m->port, m->instances, "port", what);
+        add_port(p, k, m->port, m->scale_to > m->instances ? m->scale_to : m->instances,
+                 "port", what);
         served_home |= strcmp(m->region, c->home_region) == 0;
         if (check_ref(p, t, what, m->region, NULL) != NULL)
             check_residency(p, t, c, what, "these instances", m->region);
@@ -1860,9 +1878,11 @@ static json_t *cell_json(const topology_cell *c)
     }
     for (size_t i = 0; !bad && i < c->meridiand_count; i++) {
         const topology_meridiand *m = &c->meridiand[i];
-        bad |= json_array_append_new(md, json_pack("{s:s, s:I, s:o}", "region", m->region,
-                                                   "instances", (json_int_t)m->instances,
-                                                   "port", port_json(m->port)));
+        bad |= json_array_append_new(md, json_pack("{s:s, s:I, s:I, s:o}", "region",
+                                                   m->region, "instances",
+                                                   (json_int_t)m->instances, "scale_to",
+                                                   (json_int_t)m->scale_to, "port",
+                                                   port_json(m->port)));
     }
     if (bad) {
         json_decref(nodes);

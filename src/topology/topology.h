@@ -94,10 +94,14 @@ typedef struct topology_cache {
 } topology_cache;
 
 /* meridiand instances serving the cell in one region; with a numeric
- * port they listen on port .. port + instances - 1. */
+ * port they listen on port .. port + max(instances, scale_to) - 1.
+ * scale_to (optional "scale_to" field, default instances) is how many the
+ * region runs while the cell's leader is in it: the lab starts the extra
+ * ones when a failover or switchover moves the leader there. */
 typedef struct topology_meridiand {
     char region[TOPOLOGY_NAME_BYTES];
     uint32_t instances; /* 1..LIMIT_TOPOLOGY_MERIDIAND_INSTANCES_MAX */
+    uint32_t scale_to;  /* instances..LIMIT_TOPOLOGY_MERIDIAND_INSTANCES_MAX */
     uint16_t port;
 } topology_meridiand;
 

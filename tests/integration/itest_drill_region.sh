@@ -32,12 +32,22 @@ work=$(mktemp -d /tmp/meridian-itest-drill-region-XXXXXX)
 cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
 
-# Bad usage first (cheap): region-loss needs --lab, --lab is for lab scenarios.
-"$ctl" drill region-loss >/dev/null 2>"$work/u1.err"
-check "region-loss without --lab: exit 2" test $? -eq 2
-check "  and says to add --lab" grep -q -- '--lab' "$work/u1.err"
-"$ctl" drill node-loss --lab >/dev/null 2>&1
-check "node-loss --lab: exit 2" test $? -eq 2
+# Bad usage first (cheap): the lab scenarios imply --lab; isolate-primary
+# has no lab variant; a lab given by --lab-dir serves one run.
+"$ctl" drill region-loss --cell-dir /tmp >/dev/null 2>"$work/u1.err"
+check "region-loss --cell-dir: exit 2" test $? -eq 2
+check "  and points to --lab-dir" grep -q -- '--lab-dir' "$work/u1.err"
+"$ctl" drill isolate-primary --lab >/dev/null 2>"$work/u5.err"
+check "isolate-primary --lab: exit 2" test $? -eq 2
+check "  and points to drill partition" grep -q 'drill partition' "$work/u5.err"
+"$ctl" drill partition --lab-dir /tmp --runs 2 >/dev/null 2>"$work/u3.err"
+check "partition --lab-dir DIR --runs 2: exit 2" test $? -eq 2
+check "  and says the lab serves one run" grep -q 'one run' "$work/u3.err"
+"$ctl" drill region-loss --rate -5 >/dev/null 2>&1
+check "region-loss --rate -5: exit 2" test $? -eq 2
+"$ctl" drill split-brain >/dev/null 2>"$work/u4.err"
+check "an unknown scenario: exit 2, naming the lab scenarios" \
+  grep -q 'etcd-majority-loss' "$work/u4.err"
 "$ctl" drill region-loss --lab-dir /nonexistent/lab >/dev/null 2>"$work/u2.err"
 check "region-loss --lab-dir with no lab there: exit 1" test $? -eq 1
 

@@ -31,6 +31,7 @@
 #define TTL_MS 3000
 #define MARGIN_MS 1000
 #define LAG_MAX 1000
+#define TLI_MAX 32
 
 typedef struct fake_node {
     char name[KEEPER_NAME_MAX];
@@ -46,6 +47,7 @@ typedef struct fake_node {
     int64_t lease_valid_until_ms;
     /* PostgreSQL */
     bool data, running, in_recovery, was_primary;
+    int tli; /* the timeline its WAL is on (PostgreSQL's history) */
     char upstream[KEEPER_NAME_MAX];
     uint64_t flush_lsn;
     keeper_names pg_names;
@@ -73,6 +75,14 @@ typedef struct world {
     bool partitioned; /* region us cut off from eu and the etcd majority */
     int64_t leader_lost_ms;
     uint64_t regional_loss; /* acknowledged LSNs a regional failover lost */
+    /* Timelines: each promotion starts one, forked off its parent at the
+     * promoted node's LSN. A standby whose WAL goes past that fork point
+     * cannot stream from the new timeline (PostgreSQL refuses), only
+     * pg_rewind brings it back. */
+    int tli_count;
+    int tli_parent[TLI_MAX + 1];
+    uint64_t tli_fork_lsn[TLI_MAX + 1];
+    int rewinds;
     int count;
     fake_node nodes[NODES_MAX];
     uint64_t acked_lsn_max, acked_count;
@@ -86,6 +96,30 @@ static fake_node *node_by_name(world *w, const char *name)
         if (strcmp(w->nodes[i].name, name) == 0)
             return &w->nodes[i];
     return NULL;
+}
+
+/* Can a node whose WAL is on timeline tli up to lsn follow a server on
+ * timeline leader_tli? Only if leader_tli's history passes through tli
+ * and leaves it at or after lsn. */
+static bool fake_diverged(const world *w, int tli, uint64_t lsn, int leader_tli)
+{
+    int child = 0;
+    for (int t = leader_tli, hops = 0; t > 0 && hops <= TLI_MAX; hops++) {
+        if (t == tli)
+            return child != 0 && lsn > w->tli_fork_lsn[child];
+        child = t;
+        t = w->tli_parent[t];
+    }
+    return true; /* tli is not in the leader's history */
+}
+
+static void new_timeline(world *w, fake_node *n)
+{
+    assert_true(w->tli_count < TLI_MAX);
+    int t = ++w->tli_count;
+    w->tli_parent[t] = n->tli;
+    w->tli_fork_lsn[t] = n->flush_lsn;
+    n->tli = t;
 }
 
 static void violate(world *w, const char *what)
@@ -176,6 +210,11 @@ static void build_view(world *w, fake_node *n, keeper_view *v)
     v->pg_follows_leader = v->leader_present && strcmp(n->upstream, v->leader) == 0;
     v->pg_was_primary = n->was_primary;
     v->pg_flush_lsn = n->flush_lsn;
+    {
+        fake_node *l = v->leader_present ? node_by_name(w, v->leader) : NULL;
+        v->pg_diverged = l != NULL && l != n && n->running && n->in_recovery &&
+                         fake_diverged(w, n->tli, n->flush_lsn, l->tli);
+    }
     v->etcd_lost_detach_ms = TTL_MS - MARGIN_MS;
     v->self_is_dr = n->is_dr;
     v->region_policy = w->policy;
@@ -240,6 +279,7 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
         w->initialized = true;
         n->data = n->running = true;
         n->in_recovery = false;
+        n->tli = w->tli_count = 1;
         take_lease(w, n);
         break;
     case KEEPER_ACT_BASEBACKUP:
@@ -248,6 +288,7 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
         n->data = n->running = n->in_recovery = true;
         snprintf(n->upstream, sizeof n->upstream, "%s", leader->name);
         n->flush_lsn = leader->flush_lsn;
+        n->tli = leader->tli;
         break;
     case KEEPER_ACT_START_STANDBY:
         n->running = n->in_recovery = true;
@@ -268,6 +309,7 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
         check_durable(w, n);
         n->in_recovery = false;
         n->upstream[0] = '\0';
+        new_timeline(w, n);
         /* The new primary starts acking from the standbys already in the
          * synchronous set: they are in etcd's set, so step 1 holds. */
         memset(&n->pg_names, 0, sizeof n->pg_names);
@@ -279,6 +321,7 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
         if (n->is_dr) { /* nobody in its region to wait for: asynchronous */
             memset(&n->pg_names, 0, sizeof n->pg_names);
             n->async_ok = true;
+            memset(&w->syncset, 0, sizeof w->syncset); /* nobody else holds it all */
         }
         w->promotions++;
         break;
@@ -300,6 +343,8 @@ static void apply(world *w, fake_node *n, keeper_action a, const keeper_view *v)
         if (leader == NULL || !leader->running)
             break;
         n->flush_lsn = leader->flush_lsn; /* rewound, then caught up */
+        n->tli = leader->tli;
+        w->rewinds++;
         n->running = n->in_recovery = true;
         n->was_primary = false;
         n->async_ok = false;
@@ -370,8 +415,11 @@ static void workload(world *w)
             continue;
         if (w->partitioned && s->is_dr != up->is_dr)
             continue; /* the WAN link is cut */
+        if (fake_diverged(w, s->tli, s->flush_lsn, up->tli))
+            continue; /* "forked off before current recovery point" */
         if (up->flush_lsn > s->flush_lsn)
             s->flush_lsn = up->flush_lsn;
+        s->tli = up->tli;
 
     }
 }
@@ -457,6 +505,7 @@ static void assert_healthy_cell(world *w)
         assert_int_equal(n->state, KEEPER_STANDBY);
         assert_string_equal(n->upstream, p->name);
         assert_true(n->flush_lsn + LAG_MAX >= p->flush_lsn);
+        assert_int_equal(n->tli, p->tli); /* really streaming the leader's history */
     }
 }
 
@@ -847,6 +896,96 @@ static void test_regional_failover_refused_beyond_loss_bound(void **state)
     assert_true(v.dr_lag_ms > v.max_loss_ms);
 }
 
+/* Issue 4 items 6 and 7 on the simulated cell: the home region is cut
+ * off, dr1 takes over; on heal n1 (fenced) and the synchronous standbys
+ * n2/n3 — which received WAL from n1 after dr1 last did — are past the
+ * fork point of dr1's timeline, so following alone would never stream:
+ * each rewinds; then a planned switchover brings the cell home with no
+ * loss and dr1 follows as a DR standby again. */
+static void test_partition_heal_rewinds_everyone_then_failback(void **state)
+{
+    (void)state;
+    world w;
+    bootstrap_with_dr(&w, KEEPER_REGION_FAILOVER_AUTOMATIC);
+    fake_node *old = primary(&w);
+    fake_node *dr = &w.nodes[3];
+    partition_home_region(&w, true);
+    assert_true(ticks_until_new_primary(&w, old, 200) > 0);
+    assert_ptr_equal(primary(&w), dr);
+    /* Async until the home region streams again: nobody else may be
+     * elected meanwhile. */
+    assert_int_equal(w.syncset.count, 0);
+    for (int i = 0; i < 3; i++)
+        assert_true(w.nodes[i].flush_lsn > w.tli_fork_lsn[dr->tli]);
+    run_ticks(&w, 20);
+    partition_home_region(&w, false);
+    run_ticks(&w, 80);
+    if (w.violations)
+        fail_msg("%s", w.violation);
+    assert_int_equal(w.rewinds, 3); /* n1, and n2/n3 which were ahead of dr1 */
+    assert_healthy_cell(&w);
+    assert_ptr_equal(primary(&w), dr);
+    assert_int_equal(w.syncset.count, 3); /* the home nodes are synchronous again */
+    /* Failback to n2: dr1 hands over and follows n2 as a DR standby. */
+    uint64_t acked = w.acked_count;
+    int64_t epoch = w.epoch;
+    snprintf(w.switchover_to, sizeof w.switchover_to, "%s", "n2");
+    int ticks = ticks_until_new_primary(&w, dr, 60);
+    assert_true(ticks > 0);
+    assert_true(ticks * TICK_MS < TTL_MS); /* planned: no lease expiry */
+    w.switchover_to[0] = '\0';
+    run_ticks(&w, 40);
+    if (w.violations) /* check_durable: n2 holds every acknowledged commit */
+        fail_msg("%s", w.violation);
+    assert_string_equal(primary(&w)->name, "n2");
+    assert_int_equal(w.epoch, epoch + 1);
+    assert_true(w.acked_count > acked);
+    assert_healthy_cell(&w);
+    assert_int_equal(dr->state, KEEPER_STANDBY);
+    for (size_t i = 0; i < w.syncset.count; i++)
+        assert_string_not_equal(w.syncset.names[i], "dr1");
+}
+
+/* The row itself: a standby past the fork rewinds instead of following,
+ * in either state it may be in when the new leader shows up. */
+static void test_diverged_standby_rewinds_instead_of_following(void **state)
+{
+    (void)state;
+    keeper_view v;
+    memset(&v, 0, sizeof v);
+    v.etcd_ok = true;
+    v.cell_initialized = true;
+    v.leader_present = true;
+    snprintf(v.self, sizeof v.self, "n2");
+    snprintf(v.leader, sizeof v.leader, "dr1");
+    v.epoch = 2;
+    v.pg_data_exists = v.pg_running = v.pg_in_recovery = true;
+    v.now_ms = v.etcd_ok_at_ms = 10000;
+    v.etcd_lost_detach_ms = 2000;
+    const keeper_transition *t = keeper_fsm_step(KEEPER_STANDBY, &v);
+    assert_non_null(t);
+    assert_int_equal(t->action, KEEPER_ACT_FOLLOW);
+    v.pg_diverged = true;
+    t = keeper_fsm_step(KEEPER_STANDBY, &v);
+    assert_non_null(t);
+    assert_int_equal(t->to, KEEPER_REWIND);
+    assert_int_equal(t->action, KEEPER_ACT_REWIND);
+    t = keeper_fsm_step(KEEPER_DETACHED, &v);
+    assert_non_null(t);
+    assert_int_equal(t->action, KEEPER_ACT_REWIND);
+    /* Rewound and streaming: a standby again. */
+    v.pg_diverged = false;
+    v.pg_follows_leader = true;
+    t = keeper_fsm_step(KEEPER_REWIND, &v);
+    assert_non_null(t);
+    assert_int_equal(t->to, KEEPER_STANDBY);
+    /* No leader: never rewind (nothing to rewind against). */
+    v.leader_present = false;
+    v.pg_diverged = true;
+    t = keeper_fsm_step(KEEPER_DETACHED, &v);
+    assert_true(t == NULL || t->action != KEEPER_ACT_REWIND);
+}
+
 static void test_syncset_plan_steps(void **state)
 {
     (void)state;
@@ -914,6 +1053,29 @@ static void test_dot_names_every_state(void **state)
     assert_int_equal(strlen(small), sizeof small - 1);
 }
 
+/* DR-aware fencing: only when etcd AND the DR standbys are silent for
+ * dr_fence_ms, and the DR standbys went silent recently. */
+static void test_dr_fence_due_only_when_both_are_silent(void **state)
+{
+    (void)state;
+    const int f = 500, ttl = 6;
+    /* off */
+    assert_false(keeper_dr_fence_due(10000, 0, 0, 0, ttl));
+    /* both silent 600 ms: fence */
+    assert_true(keeper_dr_fence_due(10000, 9400, 9400, f, ttl));
+    /* etcd silent, the DR standby confirming: its lag bounds the loss */
+    assert_false(keeper_dr_fence_due(10000, 9000, 9950, f, ttl));
+    /* the DR link down, etcd answering: nobody else can take the cell */
+    assert_false(keeper_dr_fence_due(10000, 9900, 9000, f, ttl));
+    /* just under the threshold on one side */
+    assert_false(keeper_dr_fence_due(10000, 9501, 9000, f, ttl));
+    assert_true(keeper_dr_fence_due(10000, 9500, 9500, f, ttl));
+    /* the DR standby silent for two leases: too far behind to be
+     * promoted automatically, the lease deadline suffices */
+    assert_false(keeper_dr_fence_due(20000, 5000, 20000 - 12000, f, ttl));
+    assert_true(keeper_dr_fence_due(20000, 5000, 20000 - 11999, f, ttl));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -932,6 +1094,9 @@ int main(void)
         cmocka_unit_test(test_regional_failover_automatic_then_heal_and_failback),
         cmocka_unit_test(test_regional_failover_manual_waits_for_the_operator),
         cmocka_unit_test(test_regional_failover_refused_beyond_loss_bound),
+        cmocka_unit_test(test_partition_heal_rewinds_everyone_then_failback),
+        cmocka_unit_test(test_diverged_standby_rewinds_instead_of_following),
+        cmocka_unit_test(test_dr_fence_due_only_when_both_are_silent),
         cmocka_unit_test(test_syncset_plan_steps),
         cmocka_unit_test(test_dot_names_every_state),
     };

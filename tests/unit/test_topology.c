@@ -704,6 +704,67 @@ static void ports_unique(void **state)
     expect(doc, "port.unique", "/ports/base", "uses port 20003", "\"auto\" ports");
 }
 
+/* scale_to: how many meridiand a region runs while it serves the cell. */
+static void meridiand_scale_to(void **state)
+{
+    (void)state;
+    /* The lab: cell us scales eu-west from 1 to 2; everything else
+     * defaults to its instances. */
+    topology *t = NULL;
+    char err[4096] = "";
+    if (topology_load(lab_path, &t, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    const topology_cell *us = topology_cell_find(t, "us");
+    assert_non_null(us);
+    assert_int_equal(us->meridiand_count, 2);
+    assert_string_equal(us->meridiand[0].region, "us-east");
+    assert_int_equal(us->meridiand[0].instances, 2);
+    assert_int_equal(us->meridiand[0].scale_to, 2);
+    assert_string_equal(us->meridiand[1].region, "eu-west");
+    assert_int_equal(us->meridiand[1].instances, 1);
+    assert_int_equal(us->meridiand[1].scale_to, 2);
+    assert_int_equal(topology_cell_find(t, "eu")->meridiand[0].scale_to, 2);
+    topology_free(t);
+
+    /* Equal to instances is fine; the normalized form carries it. */
+    json_t *doc = lab_json();
+    set(doc, "/cells/1/meridiand/0", "scale_to", json_integer(2));
+    assert_int_equal(load_doc(doc, &t), 0);
+    json_t *norm = topology_to_json(t);
+    assert_non_null(norm);
+    assert_int_equal(json_integer_value(at(norm, "/cells/0/meridiand/1/scale_to")), 2);
+    assert_int_equal(json_integer_value(at(norm, "/cells/1/meridiand/0/scale_to")), 2);
+    json_decref(norm);
+    topology_free(t);
+
+    /* Below instances: scaling up never stops instances. */
+    doc = lab_json();
+    set(doc, "/cells/0/meridiand/0", "scale_to", json_integer(1));
+    expect(doc, "schema.range", "/cells/0/meridiand/0/scale_to",
+           "cell 'us' meridiand in 'us-east'", "'scale_to' is 1, below 'instances' 2");
+
+    /* Out of range, wrong type. */
+    doc = lab_json();
+    set(doc, "/cells/0/meridiand/1", "scale_to", json_integer(17));
+    expect(doc, "schema.range", "/cells/0/meridiand/1/scale_to", "17, outside 1..16", NULL);
+    doc = lab_json();
+    set(doc, "/cells/0/meridiand/1", "scale_to", json_integer(0));
+    expect(doc, "schema.range", "/cells/0/meridiand/1/scale_to", "outside", NULL);
+    doc = lab_json();
+    set(doc, "/cells/0/meridiand/1", "scale_to", json_string("2"));
+    expect(doc, "schema.type", "/cells/0/meridiand/1/scale_to", "must be an integer", NULL);
+
+    /* With a numeric port the range covers scale_to instances. */
+    doc = lab_json();
+    set(doc, "/cells/0/meridiand/1", "port", json_integer(65535));
+    expect(doc, "port.range", "/cells/0/meridiand/1/port", "65535..65536", NULL);
+    doc = lab_json();
+    set(doc, "/cells/0/meridiand/1", "port", json_integer(18080));
+    set(doc, "/cells/1/caches/0", "port", json_integer(18081)); /* the scaled-up one's */
+    expect(doc, "port.unique", "/cells/1/caches/0/port", "port 18081",
+           "cell 'us' meridiand in 'eu-west' port");
+}
+
 /* --- Malformed files and shapes. */
 
 static void malformed_json(void **state)
@@ -924,6 +985,7 @@ int main(void)
         cmocka_unit_test(wan_links_checked),
         cmocka_unit_test(ports_in_range_or_auto),
         cmocka_unit_test(ports_unique),
+        cmocka_unit_test(meridiand_scale_to),
         cmocka_unit_test(malformed_json),
         cmocka_unit_test(unknown_fields_refused),
         cmocka_unit_test(wrong_types_and_missing_fields),
