@@ -32,6 +32,7 @@
 #       restart NAME            start a killed process again (names: lab.sh status)
 #   lab.sh dsn [--dir DIR] CELL      libpq DSN of the cell's current leader
 #   lab.sh env [--dir DIR]           print DIR/env
+#   lab.sh dir [--dir DIR]           print the lab's directory (the default: .lab/ ...)
 #
 # DIR defaults to .lab at the repository root, or /var/tmp/meridian-lab-<hash>
 # when the postgres user cannot reach the checkout. Binaries come from
@@ -956,6 +957,9 @@ case "$cmd" in
     l=$(leader_node "${1:?usage: lab.sh dsn [--dir DIR] CELL}")
     [ -n "$l" ] || die "cell $1 has no leader now"
     echo "host=127.0.0.1 port=$(pg_port_of "$l") user=postgres dbname=meridian" ;;
+  dir)
+    [ "${1:-}" = --dir ] && { DIR=$2; shift 2; }
+    realpath -m "${DIR:-$(default_dir)}" ;;
   env)
     [ "${1:-}" = --dir ] && { DIR=$2; shift 2; }
     DIR=$(realpath -m "${DIR:-$(default_dir)}"); load
@@ -963,5 +967,5 @@ case "$cmd" in
   -h|--help|help|"")
     sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'
     [ -n "$cmd" ] || exit 2 ;;
-  *) echo "lab: unknown command '$cmd' (up, down, status, fault, dsn, env)" >&2; exit 2 ;;
+  *) echo "lab: unknown command '$cmd' (up, down, status, fault, dsn, env, dir)" >&2; exit 2 ;;
 esac

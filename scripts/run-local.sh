@@ -1,108 +1,69 @@
 #!/usr/bin/env bash
-# run-local.sh BUILD_DIR — `make run`: a whole Meridian cell on 127.0.0.1
-# until Ctrl-C.
+# run-local.sh BUILD_DIR — `make run`: the whole default topology, the
+# two-region lab of docs/LAB.md, on 127.0.0.1 until Ctrl-C.
 #
-# Brings up, with scripts/cell.sh: a 3-member etcd cluster, three
-# PostgreSQL 15 nodes each run by a meridian-keeper (one primary, two
-# quorum-synchronous standbys, automatic failover), the ledger schema,
-# and a meridiand that follows the cell's leader. Then issues an API key
-# for customer `demo` and prints the endpoints and ready-to-paste
-# examples, including how to kill the primary and watch the failover.
+# `lab.sh up` with topologies/lab.json: meridian-netem on every link
+# between regions (40 ms each way), etcd x3 (us-east, eu-west, witness),
+# cell us (three nodes in us-east and a DR standby in eu-west) and cell eu
+# (three nodes in eu-west) run by meridian-keepers, meridiand in each
+# region, HAProxy per region and the global entry, and the follower that
+# moves the global entry when a cell changes region. lab.sh prints the
+# endpoints and a demo API key per cell; this script adds how to operate
+# it. Ctrl-C (or SIGTERM) runs `lab.sh down`, which stops every process
+# by PID. A lab left by a run that was killed hard is taken down first.
 #
-# The cell lives in .run/cell (or under /var/tmp when the `postgres`
-# user cannot reach the checkout) and is made fresh on every run; Ctrl-C
-# (or SIGTERM) stops every process by PID (`cell.sh down`).
+# The lab lives in .lab/ at the repository root (or under /var/tmp when
+# the `postgres` user cannot reach the checkout), the default of
+# `meridianctl lab`, so `meridianctl lab status` and the drills'
+# `--lab-dir` find it.
 set -euo pipefail
 
 build=$(realpath "${1:?usage: run-local.sh BUILD_DIR}")
 root=$(cd "$(dirname "$0")/.." && pwd)
-cellsh="$root/scripts/cell.sh"
-ctl="$build/meridianctl"
+labsh="$root/scripts/lab.sh"
+export MERIDIAN_BIN_DIR="$build"
 
-say() { printf '%-12s %s\n' "$1" "$2"; }
 die() { echo "run-local: $*" >&2; exit 1; }
-
-for b in meridianctl meridiand meridian-keeper; do
+for b in meridianctl meridiand meridian-keeper meridian-netem; do
   [ -x "$build/$b" ] || die "no $b in $build: build first (make build)"
 done
 
-run="$root/.run"
-mkdir -p "$run"
-chmod 755 "$run" # the postgres user must traverse it
-cell="$run/cell"
-if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$run" 2>/dev/null; then
-  cell="/var/tmp/meridian-run-$(printf %s "$root" | sha256sum | cut -c1-12)/cell"
-  mkdir -p "$(dirname "$cell")"
-  chmod 755 "$(dirname "$cell")"
-fi
-
-# A cell left by a run that was killed hard: stop it by its PIDs.
-if [ -f "$cell/env" ]; then
-  say cell "stopping the one left by a previous run"
-  bash "$cellsh" down "$cell" >/dev/null 2>&1 || true
-fi
-rm -rf "$cell"
+# A lab left by a run that was killed hard: stop it by its PIDs.
+bash "$labsh" down >/dev/null 2>&1 || true
 
 up=0
 cleanup() {
   trap - INT TERM EXIT
   if [ "$up" = 1 ]; then
     echo
-    say cell "stopping meridiand, keepers, PostgreSQL and etcd (by PID)"
-    bash "$cellsh" down "$cell" >/dev/null 2>&1 || true
+    echo "run-local: taking the lab down (every process by PID)"
+    bash "$labsh" down || true
   fi
 }
 trap 'cleanup; exit 0' INT TERM
 trap cleanup EXIT
 
-say cell "starting etcd x3, 3 PostgreSQL nodes with keepers, meridiand (about 20 s)"
+echo "run-local: starting the two-region lab (topologies/lab.json; about a minute on 2 cores)"
 up=1
-if ! bash "$cellsh" up "$cell" --name demo --meridiand 1 --build "$build" 2>"$run/cell-up.log"; then
-  cat "$run/cell-up.log" >&2
-  die "the cell did not come up (logs in $cell)"
-fi
-# shellcheck disable=SC1090
-. "$cell/env"
-leader=$(bash "$cellsh" leader "$cell")
-url=${MERIDIAND_URLS%%,*}
-key=$("$ctl" --config "$CONFIG" --json apikey create --customer demo --label "make run" | jq -r '.key')
+bash "$labsh" up || die "the lab did not come up (see the lines above; logs under the lab's logs/)"
+dir=$(bash "$labsh" dir)
+dir=${dir#"$root"/}
+ctl="${build#"$root"/}/meridianctl"
 
-echo
-printf 'Meridian cell "demo" is running.\n\n'
-printf '  %-22s %s\n' "meridiand (API)" "$url"
-printf '  %-22s %s\n' "etcd" "$ETCD_ENDPOINTS"
-for n in $NODES; do
-  pv="N${n#n}_PG_PORT"; mv="N${n#n}_METRICS_PORT"
-  role=standby; [ "$n" = "$leader" ] && role=primary
-  printf '  %-22s %s\n' "node $n ($role)" "postgres 127.0.0.1:${!pv}, keeper metrics http://127.0.0.1:${!mv}/metrics"
-done
-a=$(cat /proc/sys/kernel/random/uuid)
-b=$(cat /proc/sys/kernel/random/uuid)
-t=$(cat /proc/sys/kernel/random/uuid)
 cat <<EOF
 
-Demo API key (customer demo, shown once): $key
-
-Try it (two USD accounts, a 12.50 transfer, the credited balance):
-  export KEY=$key
-  curl -sS -w '\\n' $url/v1/accounts -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
-    -d '{"accounts":[{"id":"$a","ledger":840,"code":1},{"id":"$b","ledger":840,"code":1}]}'
-  curl -sS -w '\\n' $url/v1/transfers -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
-    -d '{"transfers":[{"id":"$t","debit_account_id":"$a","credit_account_id":"$b","amount":1250,"ledger":840,"code":1}]}'
-  curl -sS -w '\\n' $url/v1/accounts/$b -H "Authorization: Bearer \$KEY"
-
 Operate it:
-  ${ctl#"$root"/} --config $CONFIG status          # nodes, roles, lag, epoch, lease
-  ${ctl#"$root"/} --config $CONFIG history         # failovers and switchovers
-  bash scripts/cell.sh kill-node $cell $leader     # kill the primary: a standby takes over in ~5 s
+  $ctl lab status                      # processes, each cell's leader, endpoints, WAN links
+  $ctl --config $dir/cells/us/meridiand.conf status --cell us
+  $ctl lab fault node-kill us-n1       # kill cell us's primary: in-region failover
+  $ctl drill region-loss               # a drill on a lab of its own (see docs/DRILLS.md)
 
-More: docs/API.md, docs/FAILOVER.md, docs/OPERATIONS.md.
+More: docs/LAB.md, docs/DRILLS.md, docs/FAILOVER.md, docs/API.md.
 Stop with Ctrl-C (stops everything by PID).
 EOF
 
-# Wait until Ctrl-C; notice if meridiand died on its own.
-mpid=$(cat "$cell/meridiand1.pid.launch")
-while kill -0 "$mpid" 2>/dev/null; do sleep 1; done
-echo "run-local: meridiand exited; last lines of $cell/meridiand1.log:" >&2
-tail -15 "$cell/meridiand1.log" >&2
-exit 1
+# Wait until Ctrl-C; notice when the lab is taken down from elsewhere
+# (`meridianctl lab down`).
+while bash "$labsh" env >/dev/null 2>&1; do sleep 2; done
+up=0
+echo "run-local: the lab was taken down elsewhere; exiting" >&2

@@ -73,6 +73,7 @@ typedef struct keeper {
     /* the event being recorded in history/<epoch> */
     int64_t event_epoch, event_lost_ms, event_acquired_ms;
     const char *event_kind;
+    bool event_promoted; /* its promoted_at_ms is recorded */
     uint64_t transitions, promotions; /* for /metrics */
     _Atomic uint64_t fences;          /* also counted by the fence thread */
     /* DR-aware fencing (cfg->dr_fence_ms): the loop publishes when etcd
@@ -476,6 +477,7 @@ static int acquire(keeper *k, const keeper_view *v)
                                                                : "failover";
     k->event_lost_ms = k->leader_lost_wall_ms;
     k->event_acquired_ms = wall_ms();
+    k->event_promoted = false;
     record_history(k, 0);
     return 0;
 }
@@ -629,6 +631,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
             return -1;
         record_epoch(k, v->epoch + 1);
         record_history(k, wall_ms());
+        k->event_promoted = true;
         atomic_store(&k->writable, 1);
         break;
     }
@@ -679,6 +682,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
             atomic_store(&k->writable, 1);
             record_epoch(k, v->epoch);
             record_history(k, wall_ms());
+            k->event_promoted = true;
             if (strcmp(v->switchover_to, k->cfg->node) == 0) {
                 char key[KEY_MAX];
                 key_of(k, key, "switchover");
@@ -694,8 +698,18 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
     case KEEPER_ACT_START_PRIMARY:
         atomic_store(&k->writable, 1);
         rc = pgctl_start(&k->pg, 60000, err, sizeof err);
-        if (rc == 0)
+        if (rc == 0) {
             initial_sync_names(k, v);
+            /* Leading again under a new epoch (the old leader after etcd
+             * lost and regained its majority) without a promotion: the
+             * database must carry that epoch too, or meridiand refuses
+             * to write to it. */
+            record_epoch(k, v->epoch);
+            if (k->event_epoch == v->epoch && !k->event_promoted) {
+                record_history(k, wall_ms());
+                k->event_promoted = true;
+            }
+        }
         break;
     case KEEPER_ACT_FENCE:
         atomic_store(&k->writable, 0);
