@@ -187,6 +187,17 @@ route_to() { # CELL REGION: weight 100 on REGION's server, 0 on the others
   admin_ok global "$cmds"
 }
 
+record_route() { # CELL REGION EPOCH FROM: /meridian/<cell>/routing/<epoch> in etcd, for
+  # `meridianctl history` (the routing switch of that failover); best effort.
+  local c=$1 region=$2 epoch=$3 from=$4 key value
+  [[ "$epoch" =~ ^[0-9]+$ ]] || return 0
+  key=$(printf '/meridian/%s/routing/%020d' "$c" "$epoch" | base64 -w0)
+  value=$(printf '{"region":"%s","from":"%s","at_ms":%s}' "$region" "$from" "$(now_ms)" | base64 -w0)
+  curl -sf --connect-timeout 1 --max-time 2 -X POST -H 'Content-Type: application/json' \
+    -d "{\"key\":\"$key\",\"value\":\"$value\"}" "${ENDPOINTS[$EP]}/v3/kv/put" >/dev/null 2>&1 ||
+    log "cell $c: could not record the routing switch of epoch $epoch in etcd"
+}
+
 scale_up() { # CELL REGION: start the planned instances that are idle
   local c=$1 region=$2 name started="" count=0 total
   for name in $SCALE_NAMES; do
@@ -269,6 +280,7 @@ for ((round = 0; round < MAX_ROUNDS && stop == 0; round++)); do
         APPLIED[$c]=$region
         log "cell $c: leader ${L_NODE[$c]} (epoch ${L_EPOCH[$c]}) in $region: global entry -> $region (was ${from:-unset}; $(( $(now_ms) - t0 )) ms)"
         event "\"kind\":\"route\",\"cell\":\"$c\",\"region\":\"$region\",\"leader\":\"${L_NODE[$c]}\",\"epoch\":\"${L_EPOCH[$c]}\",\"from\":\"${from#-}\""
+        record_route "$c" "$region" "${L_EPOCH[$c]}" "${from#-}"
       fi
       scale_up "$c" "$region"
     done

@@ -816,10 +816,45 @@ int cli_cell_history_read(etcd_client *c, const char *name, cli_cell_event **out
         e->acquired_at_ms = get_int(j, "acquired_at_ms");
         e->promoted_at_ms = get_int(j, "promoted_at_ms");
         e->first_write_at_ms = get_int(j, "first_write_at_ms");
+        e->loss_bound_known = json_object_get(j, "loss_bound_bytes") != NULL;
+        e->loss_bound_bytes = get_int(j, "loss_bound_bytes");
+        e->loss_bound_ms = get_int(j, "loss_bound_ms");
         json_decref(j);
     }
     etcd_kvs_free(kvs, n);
     qsort(ev, used, sizeof *ev, by_epoch);
+    /* What others recorded about each epoch: meridiand's first
+     * acknowledged write, the lab follower's routing switch, the keepers'
+     * rewinds. Missing or unreadable ones leave the fields 0. */
+    static const char *const extra[] = {"writes/", "routing/", "rewinds/"};
+    for (size_t x = 0; x < sizeof extra / sizeof extra[0] && used > 0; x++) {
+        char pre[KEY_BYTES];
+        key_of(pre, name, extra[x]);
+        etcd_kv *more = NULL;
+        size_t m = 0;
+        if (etcd_get_prefix(c, pre, &more, &m, CLI_CELL_HISTORY_MAX) != ETCD_OK)
+            continue;
+        for (size_t i = 0; i < m; i++) {
+            json_t *j = json_loadb(more[i].value, more[i].value_len, 0, NULL);
+            int64_t epoch = strtoll(more[i].key + strlen(pre), NULL, 10);
+            cli_cell_event *e = NULL;
+            for (size_t k = 0; k < used && e == NULL && json_is_object(j); k++)
+                if (ev[k].epoch == epoch)
+                    e = &ev[k];
+            if (e != NULL && x == 0) {
+                e->first_write_at_ms = get_int(j, "at_ms");
+            } else if (e != NULL && x == 1 && e->routed_at_ms == 0) {
+                e->routed_at_ms = get_int(j, "at_ms");
+                copy_str(e->routed_region, sizeof e->routed_region, j, "region");
+            } else if (e != NULL && x == 2) {
+                e->rewinds++;
+                if (get_int(j, "discarded_bytes") > 0)
+                    e->discarded_wal_bytes += get_int(j, "discarded_bytes");
+            }
+            json_decref(j);
+        }
+        etcd_kvs_free(more, m);
+    }
     if (used == 0) {
         free(ev);
         ev = NULL;

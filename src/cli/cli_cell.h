@@ -120,7 +120,13 @@ typedef struct cli_cell_event {
     int64_t leader_lost_at_ms;
     int64_t acquired_at_ms;
     int64_t promoted_at_ms;
-    int64_t first_write_at_ms;
+    int64_t first_write_at_ms;  /* first write acknowledged under this epoch (meridiand) */
+    int64_t routed_at_ms;       /* the global entry moved to the leader's region (lab follower) */
+    char routed_region[KEEPER_NAME_MAX];
+    bool loss_bound_known;      /* regional failover: what the DR standby lacked */
+    int64_t loss_bound_bytes, loss_bound_ms;
+    int64_t rewinds;            /* nodes that rejoined under this epoch by pg_rewind */
+    int64_t discarded_wal_bytes; /* WAL they threw away: never reached the new primary */
 } cli_cell_event;
 
 /* Check a cell or node name: 1..max bytes among a-z 0-9 - _. Returns 0

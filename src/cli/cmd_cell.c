@@ -180,20 +180,39 @@ static json_t *event_json(const cli_cell_event *e)
     int64_t det = detection_ms(e);
     int64_t prom = span_ms(e->acquired_at_ms, e->promoted_at_ms);
     int64_t first = span_ms(e->leader_lost_at_ms, e->first_write_at_ms);
-    return json_pack("{s:I, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
-                     "epoch", (json_int_t)e->epoch, "kind", e->kind, "node", e->node,
-                     "leader_lost_at", iso_or_null(e->leader_lost_at_ms), "acquired_at",
-                     iso_or_null(e->acquired_at_ms), "promoted_at",
-                     iso_or_null(e->promoted_at_ms), "first_write_at",
-                     iso_or_null(e->first_write_at_ms), "leader_lost_at_ms",
-                     ms_or_null(e->leader_lost_at_ms), "acquired_at_ms",
-                     ms_or_null(e->acquired_at_ms), "promoted_at_ms",
-                     ms_or_null(e->promoted_at_ms), "first_write_at_ms",
-                     ms_or_null(e->first_write_at_ms), "detection_ms",
-                     det >= 0 ? json_integer((json_int_t)det) : json_null(), "promotion_ms",
-                     prom >= 0 ? json_integer((json_int_t)prom) : json_null(),
-                     "first_write_after_loss_ms",
-                     first >= 0 ? json_integer((json_int_t)first) : json_null());
+    int64_t routed = span_ms(e->leader_lost_at_ms, e->routed_at_ms);
+    json_t *o = json_pack("{s:I, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+                          "epoch", (json_int_t)e->epoch, "kind", e->kind, "node", e->node,
+                          "leader_lost_at", iso_or_null(e->leader_lost_at_ms), "acquired_at",
+                          iso_or_null(e->acquired_at_ms), "promoted_at",
+                          iso_or_null(e->promoted_at_ms), "first_write_at",
+                          iso_or_null(e->first_write_at_ms), "leader_lost_at_ms",
+                          ms_or_null(e->leader_lost_at_ms), "acquired_at_ms",
+                          ms_or_null(e->acquired_at_ms), "promoted_at_ms",
+                          ms_or_null(e->promoted_at_ms), "first_write_at_ms",
+                          ms_or_null(e->first_write_at_ms), "detection_ms",
+                          det >= 0 ? json_integer((json_int_t)det) : json_null(), "promotion_ms",
+                          prom >= 0 ? json_integer((json_int_t)prom) : json_null(),
+                          "first_write_after_loss_ms",
+                          first >= 0 ? json_integer((json_int_t)first) : json_null());
+    if (o == NULL)
+        return NULL;
+    /* RTO as the cell saw it: leader lost -> first acknowledged write. */
+    json_object_set_new(o, "rto_ms", first >= 0 ? json_integer((json_int_t)first) : json_null());
+    json_object_set_new(o, "routed_at_ms", ms_or_null(e->routed_at_ms));
+    json_object_set_new(o, "routed_region",
+                        e->routed_region[0] ? json_string(e->routed_region) : json_null());
+    json_object_set_new(o, "routing_switch_ms",
+                        routed >= 0 ? json_integer((json_int_t)routed) : json_null());
+    json_object_set_new(o, "loss_bound_bytes", e->loss_bound_known
+                                                   ? json_integer((json_int_t)e->loss_bound_bytes)
+                                                   : json_null());
+    json_object_set_new(o, "loss_bound_ms", e->loss_bound_known
+                                                ? json_integer((json_int_t)e->loss_bound_ms)
+                                                : json_null());
+    json_object_set_new(o, "rewinds", json_integer((json_int_t)e->rewinds));
+    json_object_set_new(o, "discarded_wal_bytes", json_integer((json_int_t)e->discarded_wal_bytes));
+    return o;
 }
 
 static void span_text(int64_t ms, char *out, size_t size)
@@ -210,19 +229,31 @@ static void print_history(const cli_cell_event *ev, size_t n)
         printf("no events: the cell has never had a leader\n");
         return;
     }
-    printf("%-6s  %-10s  %-8s  %-24s  %-24s  %-9s  %-24s  %s\n", "EPOCH", "KIND", "NODE",
-           "LEADER_LOST_AT", "ACQUIRED_AT", "DETECTION", "PROMOTED_AT", "PROMOTION");
+    printf("%-6s  %-17s  %-8s  %-24s  %-9s  %-9s  %-9s  %s\n", "EPOCH", "KIND", "NODE",
+           "ACQUIRED_AT", "DETECTION", "PROMOTION", "RTO", "ROUTING / LOSS");
     for (size_t i = 0; i < n; i++) {
         const cli_cell_event *e = &ev[i];
-        char lost[40], acq[40], prom_at[40], det[32], prom[32];
-        cli_cell_iso8601(e->leader_lost_at_ms, lost, sizeof lost);
+        char acq[40], det[32], prom[32], rto[32], routed[32], extra[256] = "";
         cli_cell_iso8601(e->acquired_at_ms, acq, sizeof acq);
-        cli_cell_iso8601(e->promoted_at_ms, prom_at, sizeof prom_at);
         span_text(detection_ms(e), det, sizeof det);
         span_text(span_ms(e->acquired_at_ms, e->promoted_at_ms), prom, sizeof prom);
-        printf("%-6" PRId64 "  %-10s  %-8s  %-24s  %-24s  %-9s  %-24s  %s\n", e->epoch,
-               e->kind[0] ? e->kind : "-", e->node[0] ? e->node : "-", lost, acq, det,
-               prom_at, prom);
+        span_text(span_ms(e->leader_lost_at_ms, e->first_write_at_ms), rto, sizeof rto);
+        span_text(span_ms(e->leader_lost_at_ms, e->routed_at_ms), routed, sizeof routed);
+        size_t used = 0;
+        if (e->routed_at_ms > 0)
+            used += (size_t)snprintf(extra + used, sizeof extra - used, "routed to %s after %s",
+                                     e->routed_region[0] ? e->routed_region : "?", routed);
+        if (e->loss_bound_known && used < sizeof extra)
+            used += (size_t)snprintf(extra + used, sizeof extra - used,
+                                     "%sloss bound %" PRId64 " bytes / %" PRId64 " ms",
+                                     used ? "; " : "", e->loss_bound_bytes, e->loss_bound_ms);
+        if (e->rewinds > 0 && used < sizeof extra)
+            snprintf(extra + used, sizeof extra - used,
+                     "%s%" PRId64 " rewinds, %" PRId64 " WAL bytes discarded", used ? "; " : "",
+                     e->rewinds, e->discarded_wal_bytes);
+        printf("%-6" PRId64 "  %-17s  %-8s  %-24s  %-9s  %-9s  %-9s  %s\n", e->epoch,
+               e->kind[0] ? e->kind : "-", e->node[0] ? e->node : "-", acq, det, prom, rto,
+               extra[0] ? extra : "-");
     }
 }
 

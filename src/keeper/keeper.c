@@ -74,6 +74,9 @@ typedef struct keeper {
     int64_t event_epoch, event_lost_ms, event_acquired_ms;
     const char *event_kind;
     bool event_promoted; /* its promoted_at_ms is recorded */
+    bool event_loss_known; /* regional failover: the loss bound below is known */
+    uint64_t event_loss_bytes;
+    int64_t event_loss_ms;
     uint64_t transitions, promotions; /* for /metrics */
     _Atomic uint64_t fences;          /* also counted by the fence thread */
     /* DR-aware fencing (cfg->dr_fence_ms): the loop publishes when etcd
@@ -410,6 +413,13 @@ static void record_history(keeper *k, int64_t promoted_at_ms)
                           (json_int_t)k->event_acquired_ms);
     if (j != NULL && promoted_at_ms > 0)
         json_object_set_new(j, "promoted_at_ms", json_integer(promoted_at_ms));
+    if (j != NULL && k->event_loss_known) {
+        /* A regional failover: what this DR standby lacked of what the
+         * lost leader had published — the loss bound (the rewind of the
+         * old primary, if it comes back, reports what it really had). */
+        json_object_set_new(j, "loss_bound_bytes", json_integer((json_int_t)k->event_loss_bytes));
+        json_object_set_new(j, "loss_bound_ms", json_integer((json_int_t)k->event_loss_ms));
+    }
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (text)
         etcd_put(k->etcd, key, text, strlen(text), 0, NULL);
@@ -478,6 +488,11 @@ static int acquire(keeper *k, const keeper_view *v)
     k->event_lost_ms = k->leader_lost_wall_ms;
     k->event_acquired_ms = wall_ms();
     k->event_promoted = false;
+    k->event_loss_known = k->cfg->dr && v->epoch > 0;
+    k->event_loss_bytes = k->leader_flush_lsn > k->last_flush_lsn
+                              ? k->leader_flush_lsn - k->last_flush_lsn
+                              : 0;
+    k->event_loss_ms = v->dr_lag_ms;
     record_history(k, 0);
     return 0;
 }
@@ -1112,7 +1127,14 @@ static bool loop_once(keeper *k)
         .pg_in_recovery = ps.in_recovery, .epoch = v.epoch,
         .lease_left_ms = k->holds_lease && left > 0 ? left : 0, .flush_lsn = ps.flush_lsn,
         .timeline = ps.timeline, .transitions = k->transitions, .fences = atomic_load(&k->fences),
-        .promotions = k->promotions, .sync_standbys = k->pg_names.count,
+        .promotions = k->promotions, .sync_standbys = k->pg_names.count, .dr = k->cfg->dr,
+        .lag_known = ps.running && ps.in_recovery && k->leader_seen_at_ms > 0,
+        .lag_bytes = ps.running && ps.in_recovery && k->leader_flush_lsn > ps.flush_lsn
+                         ? k->leader_flush_lsn - ps.flush_lsn
+                         : 0,
+        .lag_ms = k->leader_seen_at_ms > k->caught_up_at_ms
+                      ? k->leader_seen_at_ms - k->caught_up_at_ms
+                      : 0,
     };
     kmetrics_publish(&snap);
     return again;

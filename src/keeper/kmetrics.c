@@ -74,6 +74,18 @@ char *kmetrics_render(void)
     fprintf(f, "# HELP meridian_keeper_sync_standbys Synchronous standby names in force (primary only).\n"
                "# TYPE meridian_keeper_sync_standbys gauge\nmeridian_keeper_sync_standbys{%s} %" PRIu64 "\n",
             labels, s.sync_standbys);
+    /* Replication lag of a standby (the DR standby's is the RPO of a
+     * regional failover): role="dr" or "candidate"; absent on a primary. */
+    fprintf(f, "# HELP meridian_keeper_replication_lag_bytes WAL the leader published that this standby has not flushed yet.\n"
+               "# TYPE meridian_keeper_replication_lag_bytes gauge\n");
+    if (s.lag_known)
+        fprintf(f, "meridian_keeper_replication_lag_bytes{%s,role=\"%s\"} %" PRIu64 "\n", labels,
+                s.dr ? "dr" : "candidate", s.lag_bytes);
+    fprintf(f, "# HELP meridian_keeper_replication_lag_seconds Time since this standby last had everything the leader published.\n"
+               "# TYPE meridian_keeper_replication_lag_seconds gauge\n");
+    if (s.lag_known)
+        fprintf(f, "meridian_keeper_replication_lag_seconds{%s,role=\"%s\"} %.3f\n", labels,
+                s.dr ? "dr" : "candidate", (double)s.lag_ms / 1000.0);
     fprintf(f, "# HELP meridian_keeper_transitions_total State machine transitions taken.\n"
                "# TYPE meridian_keeper_transitions_total counter\nmeridian_keeper_transitions_total{%s} %" PRIu64 "\n",
             labels, s.transitions);

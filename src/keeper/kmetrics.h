@@ -29,6 +29,10 @@ typedef struct kmetrics_snapshot {
     uint64_t fences;        /* times this node fenced itself */
     uint64_t promotions;
     uint64_t sync_standbys; /* synchronous names in force (primary) */
+    bool dr;                /* this node is the cell's cross-region DR standby */
+    bool lag_known;         /* a standby that knows the leader's published LSN */
+    uint64_t lag_bytes;     /* the leader's published flush LSN minus ours */
+    int64_t lag_ms;         /* since we last had everything the leader published */
 } kmetrics_snapshot;
 
 /* Start serving on host:port (127.0.0.1 only). Returns 0 or -1 with a

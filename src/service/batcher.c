@@ -423,6 +423,10 @@ static void commit_jobs(worker *w, size_t n)
         if (rc == STORE_OK) {
             set_db_up(b, 1);
             metrics_commit_observe(events, (double)(mono_us() - t0) / 1e6);
+            route_snapshot cur;
+            route_current(b->route, &cur);
+            if (cur.generation == w->route_generation)
+                route_note_write(b->route, cur.epoch, real_us() / 1000);
             report_results(w->reqs, n);
             finish_committed(w, n);
             return;

@@ -64,6 +64,10 @@ struct route_source {
     etcd_watch *watch;
     pthread_t poller;
     bool poller_started;
+
+    /* The first write acknowledged under an epoch, for the cell's
+     * history (route_note_write): pending until the poller recorded it. */
+    int64_t note_epoch, note_at_ms, noted_epoch;
 };
 
 /* ------------------------------------------------------------------ */
@@ -255,6 +259,26 @@ static void on_event(const etcd_event *ev, void *arg)
     }
 }
 
+/* Record /meridian/<cell>/writes/<epoch> = {"epoch", "at_ms"} unless a
+ * meridiand recorded it first (create-if-absent: the earliest one to
+ * reach etcd stays). `meridianctl history` shows it as the first
+ * acknowledged write after the failover, and the RTO. Poller thread. */
+static void record_first_write(route_source *r, int64_t epoch, int64_t at_ms)
+{
+    char key[ROUTE_CELL_MAX + 64], value[128];
+    snprintf(key, sizeof key, "/meridian/%s/writes/%020" PRId64, r->cell, epoch);
+    int n = snprintf(value, sizeof value, "{\"epoch\":%" PRId64 ",\"at_ms\":%" PRId64 "}", epoch,
+                     at_ms);
+    bool created = false;
+    etcd_kv existing = {0};
+    int rc = etcd_create_if_absent(r->client, key, value, (size_t)n, 0, &created, &existing);
+    etcd_kv_release(&existing);
+    pthread_mutex_lock(&r->mu);
+    if (rc == ETCD_OK && epoch > r->noted_epoch)
+        r->noted_epoch = epoch; /* written, or another meridiand was first */
+    pthread_mutex_unlock(&r->mu);
+}
+
 static void *poller_main(void *arg)
 {
     route_source *r = arg;
@@ -266,11 +290,29 @@ static void *poller_main(void *arg)
         }
         bool stop = r->stopping;
         r->poll_now = false;
+        int64_t note_epoch = r->note_epoch > r->noted_epoch ? r->note_epoch : 0;
+        int64_t note_at = r->note_at_ms;
         pthread_mutex_unlock(&r->mu);
         if (stop) break;
         read_leader(r, NULL);
+        if (note_epoch > 0)
+            record_first_write(r, note_epoch, note_at);
     }
     return NULL;
+}
+
+void route_note_write(route_source *r, int64_t epoch, int64_t at_ms)
+{
+    if (!r->etcd || epoch <= 0)
+        return;
+    pthread_mutex_lock(&r->mu);
+    if (epoch > r->noted_epoch && epoch > r->note_epoch) {
+        r->note_epoch = epoch;
+        r->note_at_ms = at_ms;
+        r->poll_now = true;
+        pthread_cond_broadcast(&r->changed);
+    }
+    pthread_mutex_unlock(&r->mu);
 }
 
 /* ------------------------------------------------------------------ */

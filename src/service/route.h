@@ -91,6 +91,13 @@ int route_wait_change(route_source *r, uint64_t generation, int timeout_ms,
  * Returns 0, or -1 when s has no leader or buf is too small. */
 int route_dsn(const route_source *r, const route_snapshot *s, char *buf, size_t size);
 
+/* A write was acknowledged under `epoch` at wall time at_ms. The first
+ * such note per epoch is recorded in etcd by the route's poller thread
+ * (/meridian/<cell>/writes/<epoch>, kept by whichever meridiand is
+ * first), never blocking the caller; later notes of a recorded epoch
+ * cost a mutex. Static routes ignore it. */
+void route_note_write(route_source *r, int64_t epoch, int64_t at_ms);
+
 /* Parse a leader key value ({"node":…,"epoch":…,"host":…,"port":…}) into
  * *out (has_leader set, generation untouched). Returns 0 or -1 when a
  * field is missing or out of range. Exposed for the unit tests. */

@@ -239,6 +239,17 @@ fi
 resumed_present=$("$PSQL" -h 127.0.0.1 -p "$PG_US_DR1" -U postgres -d meridian -XtAqc \
                   "SELECT count(*) FROM transfers WHERE id = '${resumed:-00000000-0000-0000-0000-000000000000}'" 2>/dev/null)
 check "the transfer after the failover is on us-dr1" test "${resumed_present:-0}" = 1
+# The history, as `meridianctl history` reads it: the regional failover
+# with its loss bound, meridiand's first acknowledged write (the RTO) and
+# the follower's routing switch to eu-west.
+hist=$("$ctl" --json --config "$lab/cells/us/meridiand.conf" history --cell us 2>"$work/hist.err")
+ev=$(jq -c '[.events[] | select(.kind == "regional_failover")] | last' <<<"$hist" 2>/dev/null)
+check "history: the regional failover has an RTO (first write after the loss: $(jq -r .rto_ms <<<"$ev" 2>/dev/null) ms)" \
+  test "$(jq -r '.rto_ms != null and .rto_ms > 0' <<<"$ev" 2>/dev/null)" = true
+check "history: and its loss bound ($(jq -r .loss_bound_bytes <<<"$ev" 2>/dev/null) bytes, $(jq -r .loss_bound_ms <<<"$ev" 2>/dev/null) ms)" \
+  test "$(jq -r '.loss_bound_bytes != null and .loss_bound_ms != null' <<<"$ev" 2>/dev/null)" = true
+check "history: and the routing switch to eu-west ($(jq -r .routing_switch_ms <<<"$ev" 2>/dev/null) ms after the loss)" \
+  test "$(jq -r '.routed_region' <<<"$ev" 2>/dev/null)" = eu-west
 # The bound is as of the last published leader LSN; allow the traffic of
 # one second on top (a keeper loop plus the WAN delay of what was in flight).
 rate=$(( (n_before + 5) / 6 ))
