@@ -95,6 +95,8 @@ typedef struct keeper {
     /* The leader's timeline history, as far as the divergence check needs
      * it: where the leader's history left our timeline (fork_tli). */
     char fork_leader[KEEPER_NAME_MAX];
+    char streamed_leader[KEEPER_NAME_MAX]; /* we streamed from it on timeline streamed_tli */
+    uint32_t streamed_tli;
     uint32_t fork_leader_tli, fork_tli;
     int fork_rc;               /* pgctl_timeline_switchpoint's answer */
     uint64_t fork_lsn;
@@ -973,6 +975,20 @@ static bool diverged_from_leader(keeper *k, const keeper_view *v, const pgctl_st
         if (strcmp(v->members[i].name, v->leader) == 0 && v->members[i].present &&
             v->members[i].is_primary)
             leader_tli = v->members[i].timeline;
+    /* A WAL receiver streaming from this leader proves our history is its
+     * history (PostgreSQL refuses to stream a timeline that forked before
+     * our replay point); remember it, because a standby's own timeline as
+     * pg_control tells it lags until a restartpoint, and the receiver
+     * stops the moment the leader dies — exactly when this question must
+     * not send a good candidate into a rewind against a dead leader. */
+    if (ps->receiving && follows_leader(k, ps)) {
+        if (strcmp(k->streamed_leader, v->leader) != 0 || leader_tli > k->streamed_tli)
+            k->streamed_tli = leader_tli;
+        snprintf(k->streamed_leader, sizeof k->streamed_leader, "%s", v->leader);
+        return false;
+    }
+    if (strcmp(k->streamed_leader, v->leader) == 0 && leader_tli <= k->streamed_tli)
+        return false;
     if (leader_tli <= ps->timeline)
         return false;
     if (strcmp(k->fork_leader, v->leader) != 0 || k->fork_leader_tli != leader_tli ||

@@ -44,7 +44,7 @@
 #define TL_READY_TIMEOUT_MS 20000            /* meridiand start until /readyz 200 */
 #define TL_STOP_TIMEOUT_MS 15000             /* SIGTERM until exit, then SIGKILL */
 #define TL_UUID_TEXT_SIZE 37                 /* dashed UUID + NUL */
-#define TL_KEY_TEXT_SIZE 64                  /* "mk_" + 43 + NUL, with slack */
+#define TL_KEY_TEXT_SIZE 96                  /* "mk_" + cell (<= 32) + "_" + 43 + NUL, with slack */
 #define TL_URL_SIZE 64                       /* "http://127.0.0.1:PORT" */
 
 /* ---- Process environment. */

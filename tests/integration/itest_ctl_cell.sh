@@ -21,11 +21,8 @@ bin=${MERIDIAN_BIN_DIR:?MERIDIAN_BIN_DIR must name the build directory}
 ctl="$bin/meridianctl"
 PSQL=/usr/lib/postgresql/15/bin/psql
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 
 lab=$(mktemp -d /tmp/meridian-itest-ctl-XXXXXX)
 chmod 755 "$lab"

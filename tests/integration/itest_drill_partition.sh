@@ -23,12 +23,8 @@ export MERIDIAN_SOURCE_DIR=${MERIDIAN_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
 bin=${MERIDIAN_BIN_DIR:?MERIDIAN_BIN_DIR must name the build directory}
 ctl="$bin/meridianctl"
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 lt() { awk -v v="$1" -v m="$2" 'BEGIN { exit !(v != "null" && v != "" && v + 0 < m + 0) }'; }
 le_num() { awk -v v="$1" -v m="$2" 'BEGIN { exit !(v != "null" && v != "" && m != "null" && v + 0 <= m + 0) }'; }
 

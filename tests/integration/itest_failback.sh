@@ -35,12 +35,8 @@ REJOIN_WAIT_S=${REJOIN_WAIT_S:-90}   # heal -> the three US nodes stream from us
 # A transfer carries 3750 random bytes (base64): its WAL is at least that.
 MIN_WAL_PER_TRANSFER=3750
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 now_ms() { date +%s%3N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1000 }'; }
 

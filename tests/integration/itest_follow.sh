@@ -30,12 +30,8 @@ CELLSH="$src/scripts/cell.sh"
 RTO_MAX_S=${RTO_MAX_S:-20}
 CLIENTS_PER_MERIDIAND=${CLIENTS_PER_MERIDIAND:-2}
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 
 lab=$(mktemp -d /tmp/meridian-itest-follow-XXXXXX)
 chmod 755 "$lab"

@@ -13,11 +13,8 @@ src=${MERIDIAN_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
 bin=${MERIDIAN_BIN_DIR:?MERIDIAN_BIN_DIR must name the build directory}
 pg="$src/scripts/pg.sh"
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 
 work=$(mktemp -d /tmp/meridian-itest-global-XXXXXX)
 chmod 755 "$work"

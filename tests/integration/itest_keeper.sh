@@ -20,11 +20,8 @@ bin=${MERIDIAN_BIN_DIR:?MERIDIAN_BIN_DIR must name the build directory}
 PSQL=/usr/lib/postgresql/15/bin/psql
 RTO_MAX_S=${RTO_MAX_S:-15}
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 
 lab=$(mktemp -d /tmp/meridian-itest-keeper-XXXXXX)
 chmod 755 "$lab"
@@ -220,7 +217,8 @@ check "every acknowledged row present after the isolation" acked_all_present
 cellsh heal "$I"
 check "healed: the old primary rejoins, cell healthy" wait_healthy 2 90
 rw=$(bash "$src/scripts/etcd.sh" ctl "$cell/etcd" get --prefix --print-value-only /meridian/itest/rewinds/ | grep "\"node\":\"$I\"" | tail -1)
-check "the rejoin reported what pg_rewind discarded (${rw:-none})" bash -c "grep -q '\"diverged_at\"' <<<'$rw' && grep -q '\"discarded_bytes\"' <<<'$rw'"
+check "the rejoin reported what pg_rewind discarded (${rw:-none})" \
+  bash -c 'jq -e "has(\"diverged_at\") and has(\"discarded_bytes\")" <<<"$1" >/dev/null' _ "$rw"
 
 kill "$workload_pid" 2>/dev/null
 wait "$workload_pid" 2>/dev/null

@@ -17,12 +17,8 @@ src=$MERIDIAN_SOURCE_DIR
 ctl="$bin/meridianctl"
 FAILOVER_MAX_S=${FAILOVER_MAX_S:-30}
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 
 work=$(mktemp -d /tmp/meridian-itest-lab-XXXXXX)
 chmod 755 "$work"

@@ -29,12 +29,8 @@ PSQL=/usr/lib/postgresql/15/bin/psql
 AUTO_WAIT_S=${AUTO_WAIT_S:-90}    # automatic policy: how long the DR standby may take
 MANUAL_WAIT_S=${MANUAL_WAIT_S:-20} # manual policy: time for the old leader key to lapse
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 
 work=$(mktemp -d /tmp/meridian-itest-region-XXXXXX)
 chmod 755 "$work"

@@ -30,12 +30,8 @@ PROMOTE_MAX_S=${PROMOTE_MAX_S:-90}  # region loss -> us-dr1 leads (lease + polic
 FOLLOW_MAX_S=${FOLLOW_MAX_S:-10}    # us-dr1 leads -> the global entry serves from eu-west
 SCALE_MAX_S=${SCALE_MAX_S:-60}      # us-dr1 leads -> the extra instance is ready
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+# shellcheck disable=SC1091
+. "$here/tap.sh"
 
 work=$(mktemp -d /tmp/meridian-itest-routing-XXXXXX)
 chmod 755 "$work"
