@@ -75,7 +75,10 @@ PORT_NEXT=0
 LISTENING=""
 alloc_port() { # VAR [FIXED]: sets VAR (and records it in DIR/env)
   local var=$1 fixed=${2:-auto} p i
-  [ -n "$LISTENING" ] || LISTENING=" $(ss -ltnH 2>/dev/null | awk '{ n = split($4, a, ":"); printf "%s ", a[n] }') "
+  # Asked afresh each time: another lab or test on this machine may have
+  # bound ports since the last call (the ports are bound later, so a
+  # narrow race remains; the two runs pick at random among 12,700).
+  LISTENING=" $(ss -ltnH 2>/dev/null | awk '{ n = split($4, a, ":"); printf "%s ", a[n] }') "
   if [[ "$fixed" =~ ^[0-9]+$ ]] && [ "$fixed" -gt 0 ]; then
     case "$LISTENING$CHOSEN" in *" $fixed "*) die "port $fixed (for $var) is taken" ;; esac
     CHOSEN="$CHOSEN$fixed "; setv "$var" "$fixed"; return 0

@@ -318,11 +318,73 @@ static void wait_rejoin(drill_env *env, lab_phase *p)
     }
 }
 
+/* Before a later phase that expects the DR standby to take over: the
+ * earlier phase moved the leader, and the DR standby reconnects to the
+ * new one across the WAN. The keepers' policy promotes it only when it
+ * lagged at most max_loss_s when the leader was lost — the drill
+ * measures the failover, not that race — so wait (at most 60 s) until
+ * it streams from the leader with a flush lag under 0.5 s. */
+static void wait_dr_caught_up(drill_env *env)
+{
+    char path[DRILL_PATH_MAX + 16], line[512], dr[32] = "";
+    snprintf(path, sizeof path, "%s/nodes.tsv", env->cell->dir);
+    FILE *f = fopen(path, "r");
+    for (int lines = 0; f != NULL && dr[0] == '\0' && lines < 10000 &&
+                        fgets(line, sizeof line, f) != NULL;
+         lines++) {
+        char *save = NULL;
+        const char *name = strtok_r(line, "\t\n", &save);
+        const char *cell = strtok_r(NULL, "\t\n", &save);
+        strtok_r(NULL, "\t\n", &save); /* region */
+        strtok_r(NULL, "\t\n", &save); /* zone */
+        const char *role = strtok_r(NULL, "\t\n", &save);
+        if (name != NULL && cell != NULL && role != NULL &&
+            strcmp(cell, env->cell->name) == 0 && strcmp(role, "dr-standby") == 0)
+            snprintf(dr, sizeof dr, "%s", name);
+    }
+    if (f != NULL)
+        fclose(f);
+    if (dr[0] == '\0')
+        return;
+    int64_t start = drill_wall_ms();
+    while (!drill_interrupted() && drill_wall_ms() - start < 60000) {
+        drill_leader l;
+        if (drill_current_leader(env->etcd, env->cell->name, &l, 1) == 0) {
+            char dsn[256];
+            drill_leader_dsn(&l, dsn, sizeof dsn);
+            PGconn *db = PQconnectdb(dsn);
+            const char *params[1] = {dr};
+            PGresult *res =
+                PQstatus(db) == CONNECTION_OK
+                    ? PQexecParams(db,
+                                   "SELECT 1 FROM pg_stat_replication WHERE application_name = $1"
+                                   " AND state = 'streaming'"
+                                   " AND coalesce(extract(epoch FROM flush_lag), 0) < 0.5",
+                                   1, NULL, params, NULL, NULL, 0)
+                    : NULL;
+            bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+            PQclear(res);
+            PQfinish(db);
+            if (ok) {
+                drill_progress("  the DR standby %s streams from %s, flush lag < 0.5 s (%.1f s)", dr,
+                               l.node, (double)(drill_wall_ms() - start) / 1000.0);
+                return;
+            }
+        }
+        drill_nap(LAB_POLL_MS);
+    }
+    drill_progress("  the DR standby %s is not caught up after 60 s: going on (the policy may "
+                   "refuse the failover)",
+                   dr);
+}
+
 /* Inject one phase's fault and wait for what must follow it. */
 static int run_phase(drill_env *env, workload *w, lab_phase *p, size_t index, size_t count,
                      const lab_phase *prev)
 {
     bool after_fenced = prev != NULL && prev->expect == EXPECT_FENCED;
+    if (prev != NULL && p->expect == EXPECT_DR)
+        wait_dr_caught_up(env);
     drill_cell *lab = env->cell;
     char err[1024] = "", text[256];
     phase_text(p, text, sizeof text);

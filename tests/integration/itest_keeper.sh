@@ -107,11 +107,13 @@ acked_all_present() {
 old=$L
 t0=$(date +%s.%N)
 cellsh kill-node "$old"
+t_dead=$(date +%s.%N) # cell.sh returned: the node is gone (on a loaded machine, a while after t0)
 recovered=
 for _ in $(seq 1 $((RTO_MAX_S * 10))); do
-  # The first write *sent* after the fault and acknowledged.
+  # The first write *sent* after the node was gone and acknowledged (one
+  # sent between t0 and the kill may still be acknowledged by the old one).
   last=$(tail -1 "$lab/acked")
-  if [ -n "$last" ] && [ "$(echo "$(echo "$last" | cut -d' ' -f3) > $t0" | bc)" = 1 ]; then
+  if [ -n "$last" ] && [ "$(echo "$(echo "$last" | cut -d' ' -f3) > $t_dead" | bc)" = 1 ]; then
     recovered=$(echo "$last" | cut -d' ' -f2); break
   fi
   sleep 0.1
