@@ -151,6 +151,35 @@ static void sleep_us(int64_t us)
     }
 }
 
+/* Start-up: connect to the cell's leader, retrying for as long as a
+ * request would wait through a failover (etcd routes) — the leader key
+ * names a node a moment before it is writable, so a meridiand started
+ * then (the lab scaling up after a regional failover) must not give up.
+ * *snap and dsn follow the route while retrying. Returns the store or
+ * NULL with the last reason in err. */
+static store *connect_at_start(batcher *b, bool etcd, int budget_ms, route_snapshot *snap,
+                               char *dsn, size_t dsn_size, char *err, size_t err_size)
+{
+    int64_t give_up_us = mono_us() + (int64_t)budget_ms * 1000;
+    int64_t logged_us = 0;
+    for (;;) {
+        store *st = store_connect(dsn, err, err_size);
+        if (st != NULL || !etcd || mono_us() >= give_up_us)
+            return st;
+        if (mono_us() - logged_us >= 1000000) {
+            log_warn(COMP, "start-up: the leader %s does not take writes yet (%s): retrying for "
+                           "up to %d ms",
+                     snap->node, err, budget_ms);
+            logged_us = mono_us();
+        }
+        sleep_us(200000);
+        route_snapshot now;
+        route_current(b->route, &now);
+        if (now.has_leader && route_dsn(b->route, &now, dsn, dsn_size) == 0)
+            *snap = now;
+    }
+}
+
 static void set_db_up(batcher *b, int up)
 {
     atomic_store(&b->db_up, up);
@@ -714,7 +743,7 @@ batcher *batcher_start(const batcher_config *cfg, char *err, size_t err_size)
     for (int i = 0; i < cfg->workers; i++) {
         worker *w = &b->workers[i];
         w->owner = b;
-        w->st = store_connect(dsn, why, sizeof why);
+        w->st = connect_at_start(b, etcd, failover_ms, &snap, dsn, sizeof dsn, why, sizeof why);
         if (!w->st) {
             snprintf(err, err_size, "cannot connect to database: %s", why);
             goto fail;
@@ -730,7 +759,8 @@ batcher *batcher_start(const batcher_config *cfg, char *err, size_t err_size)
         }
     }
     if (cfg->expire_interval_ms > 0) {
-        b->expire_store = store_connect(dsn, why, sizeof why);
+        b->expire_store =
+            connect_at_start(b, etcd, failover_ms, &snap, dsn, sizeof dsn, why, sizeof why);
         if (!b->expire_store) {
             snprintf(err, err_size, "cannot connect to database: %s", why);
             goto fail;
