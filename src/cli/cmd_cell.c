@@ -175,12 +175,21 @@ static int64_t detection_ms(const cli_cell_event *e)
     return span_ms(e->leader_lost_at_ms, e->acquired_at_ms);
 }
 
+/* From the leader's loss to a later moment (first write, routing switch);
+ * -1 for a bootstrap, which lost no leader. */
+static int64_t since_loss_ms(const cli_cell_event *e, int64_t at_ms)
+{
+    if (strcmp(e->kind, "bootstrap") == 0)
+        return -1;
+    return span_ms(e->leader_lost_at_ms, at_ms);
+}
+
 static json_t *event_json(const cli_cell_event *e)
 {
     int64_t det = detection_ms(e);
     int64_t prom = span_ms(e->acquired_at_ms, e->promoted_at_ms);
-    int64_t first = span_ms(e->leader_lost_at_ms, e->first_write_at_ms);
-    int64_t routed = span_ms(e->leader_lost_at_ms, e->routed_at_ms);
+    int64_t first = since_loss_ms(e, e->first_write_at_ms);
+    int64_t routed = since_loss_ms(e, e->routed_at_ms);
     json_t *o = json_pack("{s:I, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                           "epoch", (json_int_t)e->epoch, "kind", e->kind, "node", e->node,
                           "leader_lost_at", iso_or_null(e->leader_lost_at_ms), "acquired_at",
@@ -237,12 +246,14 @@ static void print_history(const cli_cell_event *ev, size_t n)
         cli_cell_iso8601(e->acquired_at_ms, acq, sizeof acq);
         span_text(detection_ms(e), det, sizeof det);
         span_text(span_ms(e->acquired_at_ms, e->promoted_at_ms), prom, sizeof prom);
-        span_text(span_ms(e->leader_lost_at_ms, e->first_write_at_ms), rto, sizeof rto);
-        span_text(span_ms(e->leader_lost_at_ms, e->routed_at_ms), routed, sizeof routed);
+        span_text(since_loss_ms(e, e->first_write_at_ms), rto, sizeof rto);
+        span_text(since_loss_ms(e, e->routed_at_ms), routed, sizeof routed);
         size_t used = 0;
         if (e->routed_at_ms > 0)
-            used += (size_t)snprintf(extra + used, sizeof extra - used, "routed to %s after %s",
-                                     e->routed_region[0] ? e->routed_region : "?", routed);
+            used += (size_t)snprintf(extra + used, sizeof extra - used, "routed to %s%s%s",
+                                     e->routed_region[0] ? e->routed_region : "?",
+                                     strcmp(routed, "-") != 0 ? " after " : "",
+                                     strcmp(routed, "-") != 0 ? routed : "");
         if (e->loss_bound_known && used < sizeof extra)
             used += (size_t)snprintf(extra + used, sizeof extra - used,
                                      "%sloss bound %" PRId64 " bytes / %" PRId64 " ms",
