@@ -148,8 +148,15 @@ dr_epoch=$(leader_json | jq -r '.epoch // 0')
 check "  at a new epoch ($dr_epoch > $old_epoch), recorded as regional_failover" \
   test "$dr_epoch" -gt "$old_epoch" -a \
   "$(etcd_ get --print-value-only "/meridian/us/history/$(printf '%020d' "$dr_epoch")" | jq -r '.kind // empty')" = regional_failover
-check "  with an empty synchronous set until the home region streams again" \
-  test "$(etcd_ get --print-value-only /meridian/us/syncset | jq -r '.nodes | length')" = 0
+# The leader key comes first, the empty set with the promotion a moment later.
+syncset_empty() {
+  for _ in $(seq 1 40); do
+    [ "$(etcd_ get --print-value-only /meridian/us/syncset | jq -r '.nodes | length')" = 0 ] && return 0
+    sleep 0.25
+  done
+  return 1
+}
+check "  with an empty synchronous set until the home region streams again" syncset_empty
 if wait_acked_since "${t_lead:-$t_part}" 60; then
   ok "the writer is acknowledged again through the global entry ($(secs "$t_part" "$(awk -v t="${t_lead:-$t_part}" '$2 > t { print $2; exit }' "$work/acked")") s after the partition)"
 else
