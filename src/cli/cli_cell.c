@@ -21,7 +21,7 @@
 #include "common/limits.h"
 #include "common/mrd_assert.h"
 
-#define KEY_BYTES 256
+#define KEY_BYTES CLI_CELL_KEY_BYTES
 /* Columns of the status table. */
 #define STATUS_COLS 11
 
@@ -77,19 +77,19 @@ etcd_client *cli_cell_connect(const char *endpoints, char *err, size_t err_size)
     return etcd_client_create(endpoints, CLI_CELL_ETCD_TIMEOUT_MS, err, err_size);
 }
 
-static void key_of(char *out, const char *cell, const char *suffix)
+void cli_cell_key(char *out, const char *cell, const char *suffix)
 {
     int n = snprintf(out, KEY_BYTES, "/meridian/%s/%s", cell, suffix);
     mrd_assert(n > 0 && n < KEY_BYTES);
 }
 
-static void copy_str(char *dst, size_t size, json_t *o, const char *key)
+void cli_json_copy_str(char *dst, size_t size, json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     snprintf(dst, size, "%s", s ? s : "");
 }
 
-static int64_t get_int(json_t *o, const char *key)
+int64_t cli_json_int(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
     if (json_is_integer(v))
@@ -178,12 +178,12 @@ static void parse_member(cli_cell *cell, const char *name, json_t *j)
     const char *role = json_string_value(json_object_get(j, "role"));
     if (role != NULL && strcmp(role, "dr") == 0)
         m->dr = true;
-    copy_str(m->state, sizeof m->state, j, "state");
+    cli_json_copy_str(m->state, sizeof m->state, j, "state");
     m->healthy = json_is_true(json_object_get(j, "healthy"));
     m->primary = json_is_true(json_object_get(j, "primary"));
     m->running = json_is_true(json_object_get(j, "running"));
     m->streaming = json_is_true(json_object_get(j, "streaming"));
-    m->timeline = get_int(j, "timeline");
+    m->timeline = cli_json_int(j, "timeline");
     const char *lsn = json_string_value(json_object_get(j, "flush_lsn"));
     if (lsn != NULL && lsn[0] >= '0' && lsn[0] <= '9') {
         m->lsn_known = true;
@@ -195,13 +195,13 @@ static void parse_member(cli_cell *cell, const char *name, json_t *j)
         m->dr_lag_known = true;
         m->dr_lag_ms = (int64_t)json_integer_value(dl);
     }
-    copy_str(m->zone, sizeof m->zone, j, "zone");
-    copy_str(m->region, sizeof m->region, j, "region");
-    copy_str(m->upstream, sizeof m->upstream, j, "upstream");
-    copy_str(m->host, sizeof m->host, j, "host");
-    m->port = (int)get_int(j, "port");
-    copy_str(m->why, sizeof m->why, j, "why");
-    m->updated_ms = get_int(j, "updated_ms");
+    cli_json_copy_str(m->zone, sizeof m->zone, j, "zone");
+    cli_json_copy_str(m->region, sizeof m->region, j, "region");
+    cli_json_copy_str(m->upstream, sizeof m->upstream, j, "upstream");
+    cli_json_copy_str(m->host, sizeof m->host, j, "host");
+    m->port = (int)cli_json_int(j, "port");
+    cli_json_copy_str(m->why, sizeof m->why, j, "why");
+    m->updated_ms = cli_json_int(j, "updated_ms");
     parse_addrs(m, json_object_get(j, "addrs"));
     json_t *reps = json_object_get(j, "replicas");
     if (json_is_array(reps)) {
@@ -230,10 +230,10 @@ static void parse_registry(cli_cell *cell, const char *name, json_t *j)
     if (role != NULL && strcmp(role, "dr") == 0)
         m->dr = true;
     if (!m->present) {
-        copy_str(m->zone, sizeof m->zone, j, "zone");
-        copy_str(m->region, sizeof m->region, j, "region");
-        copy_str(m->host, sizeof m->host, j, "host");
-        m->port = (int)get_int(j, "port");
+        cli_json_copy_str(m->zone, sizeof m->zone, j, "zone");
+        cli_json_copy_str(m->region, sizeof m->region, j, "region");
+        cli_json_copy_str(m->host, sizeof m->host, j, "host");
+        m->port = (int)cli_json_int(j, "port");
     }
 }
 
@@ -266,11 +266,11 @@ static void parse_kv(cli_cell *cell, const char *prefix, const etcd_kv *kv)
     }
     if (strcmp(name, "leader") == 0) {
         cell->leader_present = true;
-        copy_str(cell->leader, sizeof cell->leader, j, "node");
-        cell->leader_epoch = get_int(j, "epoch");
-        copy_str(cell->leader_host, sizeof cell->leader_host, j, "host");
-        cell->leader_port = (int)get_int(j, "port");
-        copy_str(cell->leader_region, sizeof cell->leader_region, j, "region");
+        cli_json_copy_str(cell->leader, sizeof cell->leader, j, "node");
+        cell->leader_epoch = cli_json_int(j, "epoch");
+        cli_json_copy_str(cell->leader_host, sizeof cell->leader_host, j, "host");
+        cell->leader_port = (int)cli_json_int(j, "port");
+        cli_json_copy_str(cell->leader_region, sizeof cell->leader_region, j, "region");
         cell->leader_lease = kv->lease;
     } else if (strcmp(name, "syncset") == 0) {
         cell->syncset_present = true;
@@ -284,11 +284,11 @@ static void parse_kv(cli_cell *cell, const char *prefix, const etcd_kv *kv)
         }
     } else if (strcmp(name, "switchover") == 0) {
         cell->switchover_present = true;
-        copy_str(cell->switchover_to, sizeof cell->switchover_to, j, "to");
-        cell->switchover_requested_at_ms = get_int(j, "requested_at_ms");
+        cli_json_copy_str(cell->switchover_to, sizeof cell->switchover_to, j, "to");
+        cell->switchover_requested_at_ms = cli_json_int(j, "requested_at_ms");
     } else if (strcmp(name, "failover") == 0) {
         cell->failover_present = true;
-        copy_str(cell->failover_to, sizeof cell->failover_to, j, "to");
+        cli_json_copy_str(cell->failover_to, sizeof cell->failover_to, j, "to");
     } else if (strncmp(name, "members/", 8) == 0 && name[8] != '\0') {
         parse_member(cell, name + 8, j);
     } else if (strncmp(name, "nodes/", 6) == 0 && name[6] != '\0') {
@@ -311,16 +311,16 @@ int cli_cell_read(etcd_client *c, const char *name, cli_cell *out)
     char prefix[KEY_BYTES], k_leader[KEY_BYTES], k_epoch[KEY_BYTES], k_last[KEY_BYTES],
         k_init[KEY_BYTES], k_sync[KEY_BYTES], k_switch[KEY_BYTES], k_members[KEY_BYTES],
         k_nodes[KEY_BYTES], k_failover[KEY_BYTES];
-    key_of(prefix, name, "");
-    key_of(k_leader, name, "leader");
-    key_of(k_epoch, name, "epoch");
-    key_of(k_last, name, "last_leader");
-    key_of(k_init, name, "initialized");
-    key_of(k_sync, name, "syncset");
-    key_of(k_switch, name, "switchover");
-    key_of(k_members, name, "members/");
-    key_of(k_nodes, name, "nodes/");
-    key_of(k_failover, name, "failover");
+    cli_cell_key(prefix, name, "");
+    cli_cell_key(k_leader, name, "leader");
+    cli_cell_key(k_epoch, name, "epoch");
+    cli_cell_key(k_last, name, "last_leader");
+    cli_cell_key(k_init, name, "initialized");
+    cli_cell_key(k_sync, name, "syncset");
+    cli_cell_key(k_switch, name, "switchover");
+    cli_cell_key(k_members, name, "members/");
+    cli_cell_key(k_nodes, name, "nodes/");
+    cli_cell_key(k_failover, name, "failover");
     const etcd_op ops[] = {
         /* the registry first, so live members' keys overwrite its fields */
         {.kind = ETCD_OP_GET, .key = k_nodes, .prefix = true},
@@ -784,7 +784,7 @@ int cli_cell_history_read(etcd_client *c, const char *name, cli_cell_event **out
                           size_t *count)
 {
     char prefix[KEY_BYTES];
-    key_of(prefix, name, "history/");
+    cli_cell_key(prefix, name, "history/");
     *out = NULL;
     *count = 0;
     etcd_kv *kvs = NULL;
@@ -807,18 +807,18 @@ int cli_cell_history_read(etcd_client *c, const char *name, cli_cell_event **out
             continue;
         }
         cli_cell_event *e = &ev[used++];
-        e->epoch = get_int(j, "epoch");
+        e->epoch = cli_json_int(j, "epoch");
         if (e->epoch == 0)
             e->epoch = strtoll(kvs[i].key + strlen(prefix), NULL, 10);
-        copy_str(e->kind, sizeof e->kind, j, "kind");
-        copy_str(e->node, sizeof e->node, j, "node");
-        e->leader_lost_at_ms = get_int(j, "leader_lost_at_ms");
-        e->acquired_at_ms = get_int(j, "acquired_at_ms");
-        e->promoted_at_ms = get_int(j, "promoted_at_ms");
-        e->first_write_at_ms = get_int(j, "first_write_at_ms");
+        cli_json_copy_str(e->kind, sizeof e->kind, j, "kind");
+        cli_json_copy_str(e->node, sizeof e->node, j, "node");
+        e->leader_lost_at_ms = cli_json_int(j, "leader_lost_at_ms");
+        e->acquired_at_ms = cli_json_int(j, "acquired_at_ms");
+        e->promoted_at_ms = cli_json_int(j, "promoted_at_ms");
+        e->first_write_at_ms = cli_json_int(j, "first_write_at_ms");
         e->loss_bound_known = json_object_get(j, "loss_bound_bytes") != NULL;
-        e->loss_bound_bytes = get_int(j, "loss_bound_bytes");
-        e->loss_bound_ms = get_int(j, "loss_bound_ms");
+        e->loss_bound_bytes = cli_json_int(j, "loss_bound_bytes");
+        e->loss_bound_ms = cli_json_int(j, "loss_bound_ms");
         json_decref(j);
     }
     etcd_kvs_free(kvs, n);
@@ -829,7 +829,7 @@ int cli_cell_history_read(etcd_client *c, const char *name, cli_cell_event **out
     static const char *const extra[] = {"writes/", "routing/", "rewinds/"};
     for (size_t x = 0; x < sizeof extra / sizeof extra[0] && used > 0; x++) {
         char pre[KEY_BYTES];
-        key_of(pre, name, extra[x]);
+        cli_cell_key(pre, name, extra[x]);
         etcd_kv *more = NULL;
         size_t m = 0;
         if (etcd_get_prefix(c, pre, &more, &m, CLI_CELL_HISTORY_MAX) != ETCD_OK)
@@ -842,14 +842,14 @@ int cli_cell_history_read(etcd_client *c, const char *name, cli_cell_event **out
                 if (ev[k].epoch == epoch)
                     e = &ev[k];
             if (e != NULL && x == 0) {
-                e->first_write_at_ms = get_int(j, "at_ms");
+                e->first_write_at_ms = cli_json_int(j, "at_ms");
             } else if (e != NULL && x == 1 && e->routed_at_ms == 0) {
-                e->routed_at_ms = get_int(j, "at_ms");
-                copy_str(e->routed_region, sizeof e->routed_region, j, "region");
+                e->routed_at_ms = cli_json_int(j, "at_ms");
+                cli_json_copy_str(e->routed_region, sizeof e->routed_region, j, "region");
             } else if (e != NULL && x == 2) {
                 e->rewinds++;
-                if (get_int(j, "discarded_bytes") > 0)
-                    e->discarded_wal_bytes += get_int(j, "discarded_bytes");
+                if (cli_json_int(j, "discarded_bytes") > 0)
+                    e->discarded_wal_bytes += cli_json_int(j, "discarded_bytes");
             }
             json_decref(j);
         }
@@ -932,7 +932,7 @@ int cli_cell_switchover_request(etcd_client *c, const char *cell, const char *to
                                 bool *created, char *existing_to, size_t existing_size)
 {
     char key[KEY_BYTES];
-    key_of(key, cell, "switchover");
+    cli_cell_key(key, cell, "switchover");
     *lease_id = 0;
     *created = false;
     if (existing_to && existing_size)
@@ -956,7 +956,7 @@ int cli_cell_switchover_request(etcd_client *c, const char *cell, const char *to
     if (rc != ETCD_OK || !*created) {
         if (rc == ETCD_OK && existing_to && existing_size) {
             json_t *e = json_loadb(cur.value, cur.value_len, 0, NULL);
-            copy_str(existing_to, existing_size, e, "to");
+            cli_json_copy_str(existing_to, existing_size, e, "to");
             json_decref(e);
         }
         etcd_kv_release(&cur);

@@ -129,6 +129,17 @@ typedef struct cli_cell_event {
     int64_t discarded_wal_bytes; /* WAL they threw away: never reached the new primary */
 } cli_cell_event;
 
+/* Longest etcd key the CLI builds. */
+#define CLI_CELL_KEY_BYTES 256
+
+/* /meridian/<cell>/<suffix> into out (CLI_CELL_KEY_BYTES; asserts it fits). */
+void cli_cell_key(char *out, const char *cell, const char *suffix);
+/* A string member of a JSON object into dst ("" when absent or not a
+ * string; cut to size). */
+void cli_json_copy_str(char *dst, size_t size, json_t *o, const char *key);
+/* An integer member (a JSON integer or a decimal string); 0 when absent. */
+int64_t cli_json_int(json_t *o, const char *key);
+
 /* Check a cell or node name: 1..max bytes among a-z 0-9 - _. Returns 0
  * or -1. */
 int cli_cell_name_check(const char *name, size_t max);

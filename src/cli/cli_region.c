@@ -30,10 +30,11 @@
 #include <libpq-fe.h>
 #include <sodium.h>
 
+#include "cli/cli_cell.h"
 #include "common/mrd_assert.h"
 #include "drill/drill.h"
 
-#define KEY_BYTES 256
+#define KEY_BYTES CLI_CELL_KEY_BYTES
 /* Lines of DIR/env and DIR/procs read at most (lab.sh: MAX_PROCS 256). */
 #define LAB_VARS_MAX 1024
 #define LAB_PROCS_MAX 256
@@ -51,28 +52,6 @@
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
-
-static void key_of(char *out, const char *cell, const char *suffix)
-{
-    int n = snprintf(out, KEY_BYTES, "/meridian/%s/%s", cell, suffix);
-    mrd_assert(n > 0 && n < KEY_BYTES);
-}
-
-static void copy_str(char *dst, size_t size, json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    snprintf(dst, size, "%s", s ? s : "");
-}
-
-static int64_t get_int(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    if (json_is_integer(v))
-        return (int64_t)json_integer_value(v);
-    if (json_is_string(v))
-        return strtoll(json_string_value(v), NULL, 10);
-    return 0;
-}
 
 /* snprintf for text that may be cut (evidence, paths echoed back): the
  * result is always terminated; cutting is acceptable there. */
@@ -166,7 +145,7 @@ int cli_region_failover_request(etcd_client *c, const char *cell, const char *to
                                 char *existing_to, size_t existing_size)
 {
     char key[KEY_BYTES];
-    key_of(key, cell, "failover");
+    cli_cell_key(key, cell, "failover");
     *lease_id = 0;
     *created = false;
     if (existing_to != NULL && existing_size > 0)
@@ -190,7 +169,7 @@ int cli_region_failover_request(etcd_client *c, const char *cell, const char *to
     if (rc != ETCD_OK || !*created) {
         if (rc == ETCD_OK && existing_to != NULL && existing_size > 0) {
             json_t *e = json_loadb(cur.value, cur.value_len, 0, NULL);
-            copy_str(existing_to, existing_size, e, "to");
+            cli_json_copy_str(existing_to, existing_size, e, "to");
             json_decref(e);
         }
         etcd_kv_release(&cur);
@@ -208,7 +187,7 @@ int cli_region_event_get(etcd_client *c, const char *cell, int64_t epoch,
     memset(out, 0, sizeof *out);
     char suffix[64], key[KEY_BYTES];
     snprintf(suffix, sizeof suffix, "history/%020" PRId64, epoch);
-    key_of(key, cell, suffix);
+    cli_cell_key(key, cell, suffix);
     etcd_kv kv;
     int rc = etcd_get(c, key, &kv);
     if (rc != ETCD_OK)
@@ -219,14 +198,14 @@ int cli_region_event_get(etcd_client *c, const char *cell, int64_t epoch,
         json_decref(j);
         return ETCD_E_PROTOCOL;
     }
-    out->epoch = get_int(j, "epoch");
+    out->epoch = cli_json_int(j, "epoch");
     if (out->epoch == 0)
         out->epoch = epoch;
-    copy_str(out->kind, sizeof out->kind, j, "kind");
-    copy_str(out->node, sizeof out->node, j, "node");
-    out->leader_lost_at_ms = get_int(j, "leader_lost_at_ms");
-    out->acquired_at_ms = get_int(j, "acquired_at_ms");
-    out->promoted_at_ms = get_int(j, "promoted_at_ms");
+    cli_json_copy_str(out->kind, sizeof out->kind, j, "kind");
+    cli_json_copy_str(out->node, sizeof out->node, j, "node");
+    out->leader_lost_at_ms = cli_json_int(j, "leader_lost_at_ms");
+    out->acquired_at_ms = cli_json_int(j, "acquired_at_ms");
+    out->promoted_at_ms = cli_json_int(j, "promoted_at_ms");
     json_decref(j);
     return 0;
 }

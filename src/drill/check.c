@@ -43,8 +43,10 @@ static void problem(drill_db_check *c, const char *fmt, ...)
     va_end(ap);
 }
 
-/* "{id,id,...}" for a uuid[] parameter. Returns a malloc'd string or NULL. */
-static char *uuid_array_events(const workload_event *ev, size_t n)
+/* "{id,id,...}" for a uuid[] parameter, from n ids `stride` bytes apart
+ * (an id128 array, or the id member of an array of records). Returns a
+ * malloc'd string or NULL. */
+static char *uuid_array(const id128 *first, size_t stride, size_t n)
 {
     size_t cap = 3 + n * ID128_TEXT_SIZE;
     char *s = malloc(cap);
@@ -52,10 +54,13 @@ static char *uuid_array_events(const workload_event *ev, size_t n)
         return NULL;
     size_t len = 0;
     s[len++] = '{';
-    for (size_t i = 0; i < n; i++) {
+    const unsigned char *p = (const unsigned char *)first;
+    for (size_t i = 0; i < n; i++, p += stride) {
         if (i)
             s[len++] = ',';
-        id128_format(&ev[i].id, s + len);
+        id128 id;
+        memcpy(&id, p, sizeof id);
+        id128_format(&id, s + len);
         len += ID128_TEXT_SIZE - 1;
     }
     s[len++] = '}';
@@ -64,24 +69,14 @@ static char *uuid_array_events(const workload_event *ev, size_t n)
     return s;
 }
 
+static char *uuid_array_events(const workload_event *ev, size_t n)
+{
+    return uuid_array(n > 0 ? &ev[0].id : NULL, sizeof *ev, n);
+}
+
 static char *uuid_array_ids(const id128 *ids, size_t n)
 {
-    size_t cap = 3 + n * ID128_TEXT_SIZE;
-    char *s = malloc(cap);
-    if (s == NULL)
-        return NULL;
-    size_t len = 0;
-    s[len++] = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            s[len++] = ',';
-        id128_format(&ids[i], s + len);
-        len += ID128_TEXT_SIZE - 1;
-    }
-    s[len++] = '}';
-    s[len] = '\0';
-    mrd_assert(len < cap);
-    return s;
+    return uuid_array(ids, sizeof *ids, n);
 }
 
 /* Run a one-parameter query; returns the result (PGRES_TUPLES_OK) or
