@@ -80,7 +80,7 @@ printf '%-28s %s\n' "pgbench tps under load" "${tps:-?}"
 printf '%-28s %s\n' "epoch changes" "$epoch_changes"
 printf '%-28s %s\n' "fences" "$fences"
 printf '%-28s %s\n' "leader changes" "$leader_changes"
-printf '%-28s %s s (lease TTL %s s, fence margin 1 s)\n' "lowest lease time left" "$lease_min" "$LEASE_TTL_S"
+printf '%-28s %s s (lease TTL %s s, fence margin 0.7 s)\n' "lowest lease time left" "$lease_min" "$LEASE_TTL_S"
 printf '{"load_seconds":%s,"pgbench_tps":%s,"epoch_changes":%s,"fences":%s,"leader_changes":%s,"lease_left_s_min":%s,"false_failovers":%s}\n' \
   "$seconds" "${tps:-null}" "$epoch_changes" "$fences" "$leader_changes" "$lease_min" "$false_failovers"
 [ "$false_failovers" = 0 ]

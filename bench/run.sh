@@ -21,6 +21,7 @@
 #   BENCH_KEEP [0]          1: keep the temporary directory (data, logs)
 #   BENCH_PGBENCH_ONLY [0]  1: stop after the baseline (no meridiand needed)
 #   BENCH_DRILL_RUNS [5]    runs of the failover drill (0: skip it)
+#   BENCH_NFF_SECONDS [60]  no-false-failover run under load (0: skip it)
 #   BENCH_REGION [1]        0: skip the multi-region phases (9)-(11) below
 #   BENCH_REGION_LAG [1]    0: skip (9), the DR lag at 10x peak
 #   BENCH_REGION_LAG_RATE [10 x BENCH_RATE]  its open-loop rate
@@ -390,6 +391,35 @@ RESULT=$(jq -c --argjson d "$DRILL_JSON" --arg note "$DRILL_NOTE" --argjson runs
                      else ($d.rto_s_median <= 3 and $d.rto_s_max <= 5 and $d.acked_lost == 0) end)}
   | .flagged = (.flagged or ($runs > 0 and .drill_pass != true))' <<<"$RESULT")
 
+# --- 8b. No false failover under load (issue 3): the same cell timings
+# while pgbench and one busy loop per core saturate the machine
+# (bench/no-false-failover.sh); a fence, a new epoch or a leader change
+# would be a false failover and flags the bench.
+NFF_SECONDS=${BENCH_NFF_SECONDS:-60}
+[[ $NFF_SECONDS =~ ^[0-9]+$ ]] || die "BENCH_NFF_SECONDS must be a whole number, not '$NFF_SECONDS'"
+NFF_JSON=null
+if [ "$NFF_SECONDS" -gt 0 ] && [ -x "$BUILD/meridian-keeper" ]; then
+  phase "no false failover: ${NFF_SECONDS} s of pgbench + a busy loop per core on a cell of its own"
+  export BENCH_LOAD_SECONDS=$NFF_SECONDS
+  set +e
+  run_child "$ROOT/bench/no-false-failover.sh" "$BUILD" \
+    >"$WORK/nff.out" 2> >(tee "$WORK/nff.log" >&2)
+  nff_rc=$?
+  set -e
+  sed '$d' "$WORK/nff.out" >&2
+  NFF_LAST=$(tail -n 1 "$WORK/nff.out")
+  if jq -e 'type == "object" and has("false_failovers")' >/dev/null 2>&1 <<<"$NFF_LAST"; then
+    NFF_JSON=$NFF_LAST
+  else
+    note "no-false-failover: no JSON result (exit $nff_rc; see $WORK/nff.log)"
+  fi
+fi
+RESULT=$(jq -c --argjson n "$NFF_JSON" --argjson secs "$NFF_SECONDS" '
+  . + {nff_load_seconds: $secs, nff_false_failovers: $n.false_failovers,
+       nff_fences: $n.fences, nff_epoch_changes: $n.epoch_changes,
+       nff_lease_left_s_min: $n.lease_left_s_min, nff_pgbench_tps: $n.pgbench_tps}
+  | .flagged = (.flagged or ($secs > 0 and $n != null and $n.false_failovers != 0))' <<<"$RESULT")
+
 # --- 9-11. Multi-region (issue 4): bench/region.sh brings up the two-region
 # lab for the DR lag at 10x peak and the global durability latency, takes
 # it down, then runs the region-loss drill. Its last stdout line is its
@@ -450,6 +480,11 @@ RESULT=$(jq -c --argjson r "$REGION_JSON" --arg note "${REGION_NOTE:-}" '
       "failover drill: \(.drill_note // "not run")"
     else
       "failover drill (node-loss x\(.drill_runs)): RTO median \(f(.rto_s_median)) s, max \(f(.rto_s_max)) s (aim <= 3 s / <= 5 s: \(if .aim_rto_met then "met" else "NOT met" end)); detection median \(f(.detection_s_median)) s; acked lost \(.acked_lost), invariant violations \(.invariant_violations)\(if .drill_pass then "" else "; FLAGGED: drill failed" end)"
+    end,
+    if .nff_false_failovers == null then
+      "no false failover under load: \(if .nff_load_seconds == 0 then "skipped (BENCH_NFF_SECONDS=0)" else "no result" end)"
+    else
+      "no false failover under load (\(.nff_load_seconds) s, pgbench \(f(.nff_pgbench_tps)) tps + a busy loop per core): false failovers \(.nff_false_failovers), fences \(.nff_fences), epoch changes \(.nff_epoch_changes), least lease time left \(f(.nff_lease_left_s_min)) s\(if .nff_false_failovers == 0 then "" else "; FLAGGED" end)"
     end' <<<"$RESULT"
   echo
   if [ -n "$(jq -r '.region_note // empty' <<<"$RESULT")" ]; then

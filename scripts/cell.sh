@@ -126,7 +126,7 @@ cmd=${1:-}; shift || true
 case "$cmd" in
 up)
   dir=$(realpath -m "${1:?usage: cell.sh up DIR [options]}"); shift
-  CELL=c1 NODES_N=3 MERIDIAND_N=1 BUILD="$root/build" LEASE_TTL_S=3 REGION=us-east NETEM=0
+  CELL=c1 NODES_N=3 MERIDIAND_N=1 BUILD="$root/build" LEASE_TTL_S=2 REGION=us-east NETEM=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --name) CELL=$2; shift 2 ;;
@@ -153,9 +153,19 @@ up)
   fi
 
   log "starting etcd (3 members)"
-  bash "$here/etcd.sh" init "$dir/etcd" 3 >/dev/null
-  bash "$here/etcd.sh" start "$dir/etcd" >/dev/null 2>"$dir/etcd.start.log" ||
-    { cat "$dir/etcd.start.log" >&2; die "etcd did not start"; }
+  # A port probed free can be taken by another run before etcd binds it:
+  # then start afresh on new ports (a few times), anything else is fatal.
+  for attempt in 1 2 3 4; do
+    bash "$here/etcd.sh" init "$dir/etcd" 3 >/dev/null
+    bash "$here/etcd.sh" start "$dir/etcd" >/dev/null 2>"$dir/etcd.start.log" && break
+    if [ "$attempt" -lt 4 ] && grep -q "address already in use" "$dir/etcd.start.log"; then
+      log "etcd: a chosen port was taken meanwhile; retrying on other ports"
+      bash "$here/etcd.sh" stop "$dir/etcd" >/dev/null 2>&1 || true
+      rm -rf "$dir/etcd"
+      continue
+    fi
+    cat "$dir/etcd.start.log" >&2; die "etcd did not start"
+  done
   ETCD_ENDPOINTS=$(bash "$here/etcd.sh" endpoints "$dir/etcd")
   NODES=""
   {

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +62,10 @@ typedef struct keeper {
     _Atomic int64_t lease_valid_until_ms; /* read by the fence thread */
     _Atomic int writable;                 /* this node runs a writable PostgreSQL */
     _Atomic int stopping;
+    /* Set by the watch on the leader key: a change (a lapsed lease, a new
+     * leader) cuts the loop's sleep short, so detection does not wait for
+     * the rest of a loop period. */
+    _Atomic int wake;
     int64_t member_lease_id;
     int64_t etcd_ok_at_ms;
     int64_t leader_absent_rev;    /* revision at which we first saw no leader */
@@ -102,6 +108,9 @@ typedef struct keeper {
     uint64_t fork_lsn;
 } keeper;
 
+/* Nice value of the lease and fence threads (see raise_thread_priority). */
+#define KEEPER_TIMING_NICE (-10)
+
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -129,9 +138,9 @@ void keeper_config_defaults(keeper_config *cfg)
     snprintf(cfg->pg_bindir, sizeof cfg->pg_bindir, "/usr/lib/postgresql/15/bin");
     snprintf(cfg->run_as_user, sizeof cfg->run_as_user, "postgres");
     snprintf(cfg->database, sizeof cfg->database, "meridian");
-    cfg->lease_ttl_s = 3;
+    cfg->lease_ttl_s = 2;
     cfg->loop_ms = 250;
-    cfg->fence_margin_ms = 1000;
+    cfg->fence_margin_ms = 700;
     cfg->sync_lag_bytes_max = 16u * 1024u * 1024u;
     cfg->region_policy = KEEPER_REGION_FAILOVER_MANUAL;
     cfg->region_failover_after_s = 10;
@@ -327,9 +336,32 @@ static void renew_leader_lease(keeper *k)
     }
 }
 
+/* The threads that keep the lease and fence on its deadline must run on
+ * time even when PostgreSQL and the workload saturate the CPUs: a late
+ * renewal is a false failover, a late fence a second writer. Raise their
+ * own (per-thread, on Linux) priority; the decision loop and everything it
+ * starts (PostgreSQL, pg_rewind) keep the process's. Needs CAP_SYS_NICE
+ * (root); without it the thread runs at normal priority and says so. */
+static void raise_thread_priority(const char *thread_name)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (setpriority(PRIO_PROCESS, (id_t)tid, KEEPER_TIMING_NICE) != 0)
+        log_warn(COMP, "%s thread: cannot raise its priority to nice %d (%s); "
+                       "it competes with the workload for the CPU",
+                 thread_name, KEEPER_TIMING_NICE, strerror(errno));
+}
+
+static void on_leader_event(const etcd_event *ev, void *arg)
+{
+    (void)ev;
+    keeper *k = arg;
+    atomic_store(&k->wake, 1);
+}
+
 static void *lease_thread(void *arg)
 {
     keeper *k = arg;
+    raise_thread_priority("lease");
     int period_ms = k->cfg->loop_ms < 250 ? k->cfg->loop_ms : 250;
     while (!atomic_load(&k->stopping)) {
         renew_leader_lease(k);
@@ -468,15 +500,27 @@ static int acquire(keeper *k, const keeper_view *v)
     etcd_txn_result res;
     int rc = etcd_txn_run(k->etcd, &txn, &res);
     free(leader_text);
-    if (rc != ETCD_OK || !res.succeeded) {
-        if (rc == ETCD_OK)
-            etcd_txn_result_release(&res);
+    bool taken = rc == ETCD_OK && res.succeeded;
+    if (rc == ETCD_OK)
+        etcd_txn_result_release(&res);
+    if (rc != ETCD_OK) {
+        /* The answer was lost, not necessarily the transaction (a slow
+         * etcd under load): the key under our lease means it went through.
+         * Giving it back would burn an epoch and cost another lease. */
+        etcd_kv kv;
+        if (etcd_get(k->etcd, kl, &kv) == ETCD_OK) {
+            taken = kv.lease == lease;
+            etcd_kv_release(&kv);
+            if (taken)
+                log_info(COMP, "the leader transaction's answer was lost but it went through");
+        }
+    }
+    if (!taken) {
         etcd_lease_revoke(k->etcd, lease);
         log_info(COMP, "did not take the leader key (%s)",
                  rc == ETCD_OK ? "another node holds it" : etcd_client_last_error(k->etcd));
         return -1;
     }
-    etcd_txn_result_release(&res);
     atomic_store(&k->lease_id, lease);
     atomic_store(&k->holds_lease, true);
     atomic_store(&k->lease_valid_until_ms,
@@ -938,6 +982,7 @@ static void fence_now(keeper *k, const char *why)
 static void *fence_thread(void *arg)
 {
     keeper *k = arg;
+    raise_thread_priority("fence");
     while (!atomic_load(&k->stopping)) {
         int64_t now = mono_ms();
         if (atomic_load(&k->writable) && now >= atomic_load(&k->lease_valid_until_ms)) {
@@ -1132,7 +1177,9 @@ static bool loop_once(keeper *k)
     if (k->state != KEEPER_PRIMARY && k->state != KEEPER_PROMOTING &&
         k->state != KEEPER_BOOTSTRAP)
         atomic_store(&k->writable, 0);
-    if (v.etcd_ok) {
+    /* A round that runs again at once (the key just taken: promote next)
+     * publishes there; every call here would delay the promotion. */
+    if (v.etcd_ok && !again) {
         pgctl_read_state(&k->pg, &ps);
         publish_member(k, &ps);
     }
@@ -1210,6 +1257,12 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     log_info(COMP, "keeper %s of cell %s started (PostgreSQL port %d, dir %s)", cfg->node,
              cfg->cell, cfg->pg_port, cfg->basedir);
     register_node(&k);
+    /* Without the watch (it logs why) the loop still sees every change,
+     * one loop period later at most. */
+    char leader_key[KEY_MAX];
+    key_of(&k, leader_key, "leader");
+    etcd_watch *leader_watch =
+        etcd_watch_start(cfg->etcd_endpoints, leader_key, false, 0, on_leader_event, &k);
     int immediate = 0;
     while (!*stop) {
         int64_t start = mono_ms();
@@ -1218,12 +1271,13 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
             continue;
         immediate = 0;
         int64_t left = cfg->loop_ms - (mono_ms() - start);
-        while (left > 0 && !*stop) {
-            usleep((useconds_t)(left > 50 ? 50 : left) * 1000);
-            left -= 50;
+        while (left > 0 && !*stop && !atomic_exchange(&k.wake, 0)) {
+            usleep((useconds_t)(left > 10 ? 10 : left) * 1000);
+            left -= 10;
         }
     }
     log_info(COMP, "keeper %s stopping", cfg->node);
+    etcd_watch_stop(leader_watch);
     if (k.holds_lease)
         etcd_lease_revoke(k.etcd, atomic_load(&k.lease_id)); /* hand over at once */
     if (stop_pg || k.holds_lease) {

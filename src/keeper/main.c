@@ -3,7 +3,7 @@
  *
  *   meridian-keeper --node n1 --cell us --etcd URL[,URL...] --dir PATH --pg-port N
  *                   [--zone Z] [--region R] [--database meridian]
- *                   [--lease-ttl-s 3] [--loop-ms 500] [--fence-margin-ms 1000]
+ *                   [--lease-ttl-s 2] [--loop-ms 250] [--fence-margin-ms 700]
  *                   [--pg-bindir DIR] [--user postgres] [--pid-file F]
  *                   [--stop-pg-on-exit] [--log-level L] [--log-json]
  *   meridian-keeper --print-fsm      the decision table as a Graphviz graph

@@ -30,6 +30,7 @@
 
 #define PGCTL_PATH_MAX 1024
 #define PGCTL_ARGV_MAX 24
+#define PGCTL_PROMOTE_POLL_MS 10
 
 static int fail(char *err, size_t err_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -631,17 +632,33 @@ int pgctl_exec(const pgctl_config *cfg, const char *sql, char *err, size_t err_s
 
 int pgctl_promote(const pgctl_config *cfg, int timeout_s, char *err, size_t err_size)
 {
-    char sql[64];
-    snprintf(sql, sizeof sql, "SELECT pg_promote(true, %d)", timeout_s);
+    /* pg_promote(true) polls for the end of recovery ten times a second;
+     * every millisecond here is write downtime, so ask without waiting
+     * and poll pg_is_in_recovery() every PGCTL_PROMOTE_POLL_MS instead. */
     PGconn *c = connect_local(cfg);
     if (c == NULL)
         return fail(err, err_size, "cannot connect to the local PostgreSQL on port %d", cfg->port);
-    PGresult *r = PQexec(c, sql);
     int rc = 0;
+    PGresult *r = PQexec(c, "SELECT pg_promote(false)");
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQgetvalue(r, 0, 0)[0] != 't')
-        rc = fail(err, err_size, "pg_promote did not finish within %d s: %s", timeout_s,
-                  PQerrorMessage(c));
+        rc = fail(err, err_size, "pg_promote refused: %s", PQerrorMessage(c));
     PQclear(r);
+    int64_t polls = (int64_t)timeout_s * 1000 / PGCTL_PROMOTE_POLL_MS;
+    for (int64_t i = 0; rc == 0; i++) {
+        r = PQexec(c, "SELECT pg_is_in_recovery()");
+        bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        bool recovering = ok && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (!ok) {
+            rc = fail(err, err_size, "after pg_promote: %s", PQerrorMessage(c));
+        } else if (!recovering) {
+            break;
+        } else if (i >= polls) {
+            rc = fail(err, err_size, "promotion did not finish within %d s", timeout_s);
+        } else {
+            usleep(PGCTL_PROMOTE_POLL_MS * 1000);
+        }
+    }
     PQfinish(c);
     return rc;
 }

@@ -98,7 +98,9 @@ int pgctl_last_rewind_divergence(const pgctl_config *cfg, uint64_t *lsn);
  * LSN). Returns -1 only on a programming error. */
 int pgctl_read_state(const pgctl_config *cfg, pgctl_state *out);
 
-/* pg_promote(wait => true). Returns 0 once the node is writable. */
+/* Promote the standby (pg_promote without its 100 ms wait loop; the end
+ * of recovery is polled every 10 ms). Returns 0 once the node is
+ * writable, -1 with err set when refused or not done within timeout_s. */
 int pgctl_promote(const pgctl_config *cfg, int timeout_s, char *err, size_t err_size);
 
 /* ALTER SYSTEM + reload. conninfo "" detaches a standby (stops its WAL

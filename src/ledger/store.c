@@ -1663,6 +1663,67 @@ out:
     return count;
 }
 
+int store_job_claim(store *s, const char *kind, int interval_ms, int64_t *job_id)
+{
+    mrd_assert(s && kind && job_id && interval_ms >= 0);
+    if (conn_lost(s)) return -1;
+    char ms_t[24];
+    snprintf(ms_t, sizeof ms_t, "%d", interval_ms);
+    const char *vals[2] = {kind, ms_t};
+    PGresult *r = PQexecParams(
+        s->conn,
+        "UPDATE jobs SET run_at = now() + make_interval(secs => $2::int8 / 1000.0), "
+        "attempts = attempts + 1 WHERE id = (SELECT id FROM jobs WHERE kind = $1 AND "
+        "done_at IS NULL AND run_at <= now() ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+        "RETURNING id",
+        2, NULL, vals, NULL, NULL, 0);
+    int rc = -1;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        log_warn(COMP, "cannot claim the %s job: %s", kind, PQerrorMessage(s->conn));
+        goto out;
+    }
+    if (PQntuples(r) == 1) {
+        *job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        rc = 1;
+        goto out;
+    }
+    PQclear(r);
+    /* Nothing due: is there a row at all? A database whose row went
+     * missing would otherwise never run the job again. Two processes may
+     * race here; the unique index lets one row through. */
+    r = PQexecParams(s->conn,
+                     "INSERT INTO jobs (kind) SELECT $1 WHERE NOT EXISTS "
+                     "(SELECT 1 FROM jobs WHERE kind = $1 AND done_at IS NULL)",
+                     1, NULL, vals, NULL, NULL, 0);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK || (state && strcmp(state, "23505") == 0)) {
+        if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "1") == 0)
+            log_warn(COMP, "the %s job had no open row: created one", kind);
+        rc = 0;
+    } else {
+        log_warn(COMP, "cannot create the %s job: %s", kind, PQerrorMessage(s->conn));
+    }
+out:
+    PQclear(r);
+    return rc;
+}
+
+int store_job_finish(store *s, int64_t job_id, const char *error)
+{
+    mrd_assert(s != NULL);
+    if (conn_lost(s)) return -1;
+    char id_t[24];
+    snprintf(id_t, sizeof id_t, "%" PRId64, job_id);
+    const char *vals[2] = {id_t, error};
+    PGresult *r = PQexecParams(s->conn, "UPDATE jobs SET last_error = $2 WHERE id = $1::int8", 2,
+                               NULL, vals, NULL, NULL, 0);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -1;
+    if (rc != 0) log_warn(COMP, "cannot record the outcome of job %s: %s", id_t,
+                          PQerrorMessage(s->conn));
+    PQclear(r);
+    return rc;
+}
+
 int store_wait_global(store *s, const char *standby_names, int timeout_ms)
 {
     mrd_assert(s != NULL && timeout_ms >= 0);

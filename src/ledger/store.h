@@ -97,6 +97,18 @@ int store_batch_committed(store *s, const store_request *reqs, size_t n);
  * Returns the count written to out, or -1. */
 int store_expired_pending(store *s, int64_t now_us, id128 *out, size_t max);
 
+/* Claim the periodic job `kind` (a row of the jobs table) if it is due:
+ * one statement moves its run_at interval_ms ahead and counts the
+ * attempt; a row another process holds locked is skipped. When the kind
+ * has no open row, one is created (due at once) for the next call.
+ * Returns 1 claimed (*job_id set), 0 not due or claimed elsewhere, -1 on
+ * a connection or SQL error (logged). */
+int store_job_claim(store *s, const char *kind, int interval_ms, int64_t *job_id);
+
+/* Record the outcome of a claimed run of job_id: error NULL for success
+ * (clears last_error), else its text. Returns 0 or -1 (logged). */
+int store_job_finish(store *s, int64_t job_id, const char *error);
+
 /* Per-transfer "global" durability: wait until a cross-region standby
  * has flushed everything this connection committed. standby_names is a
  * comma-separated list of application names, or NULL/"" for any

@@ -67,9 +67,18 @@
 #define BATCHER_RECONNECT_BUDGET_MS 2000
 /* Default time a batch may wait for a leader on an etcd route. */
 #define BATCHER_FAILOVER_WAIT_MS_DEFAULT 15000
-/* Backoff between reconnects to the same route, and its cap. */
+/* Backoff between reconnects to the same route, and its cap. The cap is
+ * short because the usual reason to retry the same route is a leader
+ * that etcd already names but that is still promoting (read-only) or
+ * recording its epoch: it becomes writable a few hundred milliseconds
+ * later, and every attempt past that moment is write downtime. A dead
+ * leader costs a refused connection per attempt until etcd names
+ * another, which cuts the wait short anyway. */
 #define BATCHER_BACKOFF_US_MIN 20000
-#define BATCHER_BACKOFF_US_MAX 500000
+#define BATCHER_BACKOFF_US_MAX 100000
+/* The jobs table's kind for the pending-transfer expiry sweep
+ * (sql/migrations/0003_expiry_job.sql). */
+#define BATCHER_EXPIRY_JOB "expire_pending"
 /* Time a batch may spend settling an ambiguous commit. */
 #define BATCHER_SETTLE_BUDGET_MS 5000
 /* Attempts of one batch, whatever the reasons. */
@@ -408,7 +417,8 @@ static int reconnect_until(worker *w, int64_t deadline_us, int *tries)
         int64_t wait_us = backoff_us < deadline_us - mono_us() ? backoff_us
                                                                 : deadline_us - mono_us();
         route_wait_change(b->route, snap.generation, (int)(wait_us / 1000), &snap);
-        if (backoff_us < BATCHER_BACKOFF_US_MAX) backoff_us *= 2;
+        backoff_us = backoff_us * 2 < BATCHER_BACKOFF_US_MAX ? backoff_us * 2
+                                                             : BATCHER_BACKOFF_US_MAX;
     }
     return -1;
 }
@@ -438,7 +448,7 @@ static void commit_jobs(worker *w, size_t n)
     log_debug(COMP, "commit: %zu requests, %zu events", n, events);
     int retries = 0, reconnects = 0;
     int64_t unavailable_deadline_us = 0, settle_deadline_us = 0;
-    int64_t pause_us = 50000;
+    int64_t pause_us = BATCHER_BACKOFF_US_MIN;
 
     for (int attempt = 0; attempt < BATCHER_ATTEMPTS_MAX; attempt++) {
         if (follow_route(w, &unavailable_deadline_us, &reconnects) < 0) {
@@ -490,7 +500,8 @@ static void commit_jobs(worker *w, size_t n)
                 route_wait_change(b->route, w->route_generation,
                                   (int)((pause_us < left ? pause_us : left > 0 ? left : 0) / 1000),
                                   &snap);
-                if (pause_us < BATCHER_BACKOFF_US_MAX) pause_us *= 2;
+                pause_us = pause_us * 2 < BATCHER_BACKOFF_US_MAX ? pause_us * 2
+                                                                 : BATCHER_BACKOFF_US_MAX;
             }
             if (mono_us() >= unavailable_deadline_us ||
                 reconnect_until(w, unavailable_deadline_us, &reconnects) < 0) {
@@ -587,21 +598,41 @@ static void *expirer_main(void *arg)
         if (snap.generation != b->expire_generation &&
             connect_to(b, b->expire_store, &b->expire_generation, &snap) != 0)
             continue;
-        int n = store_expired_pending(b->expire_store, real_us(), ids, max);
-        if (n < 0) {
+        /* One sweep per interval for every meridiand of the cell: the
+         * process that claims the job row sweeps, the others wait. */
+        int64_t job_id = 0;
+        int claimed = store_job_claim(b->expire_store, BATCHER_EXPIRY_JOB,
+                                      b->cfg.expire_interval_ms, &job_id);
+        if (claimed < 0) {
             connect_to(b, b->expire_store, &b->expire_generation, &snap);
             continue;
         }
-        if (n == 0) continue;
-        memset(events, 0, (size_t)n * sizeof *events);
-        for (int i = 0; i < n; i++) events[i].id = ids[i];
-        store_request req = {.kind = STORE_REQ_EXPIRE, .count = (size_t)n,
-                             .transfers = events, .transfer_results = results};
-        batcher_status st = submit(b, &req);
-        size_t ok = 0;
-        for (int i = 0; st == BATCHER_OK && i < n; i++) ok += results[i] == LEDGER_TRANSFER_OK;
-        if (st == BATCHER_OK) log_info(COMP, "expired %zu of %d pending transfers", ok, n);
-        else log_warn(COMP, "pending-transfer expiry failed: status %d", (int)st);
+        if (claimed == 0) continue;
+        int n = store_expired_pending(b->expire_store, real_us(), ids, max);
+        if (n < 0) {
+            connect_to(b, b->expire_store, &b->expire_generation, &snap);
+            continue; /* the claim expires with its interval: swept again then */
+        }
+        const char *error = NULL;
+        char why[96];
+        if (n > 0) {
+            memset(events, 0, (size_t)n * sizeof *events);
+            for (int i = 0; i < n; i++) events[i].id = ids[i];
+            store_request req = {.kind = STORE_REQ_EXPIRE, .count = (size_t)n,
+                                 .transfers = events, .transfer_results = results};
+            batcher_status st = submit(b, &req);
+            size_t ok = 0;
+            for (int i = 0; st == BATCHER_OK && i < n; i++)
+                ok += results[i] == LEDGER_TRANSFER_OK;
+            if (st == BATCHER_OK) {
+                log_info(COMP, "expired %zu of %d pending transfers", ok, n);
+            } else {
+                snprintf(why, sizeof why, "commit of %d expiries failed: status %d", n, (int)st);
+                log_warn(COMP, "pending-transfer expiry: %s", why);
+                error = why;
+            }
+        }
+        store_job_finish(b->expire_store, job_id, error);
     }
 out:
     free(ids);

@@ -550,6 +550,51 @@ static void test_pending_expires(void **state)
     post.code = 0;
     submit_one(&post, LEDGER_TRANSFER_PENDING_TRANSFER_EXPIRED);
     assert_int_equal(transfer_count(&post.id), 0);
+    /* The sweep ran as the job of the jobs table, and succeeded. */
+    assert_true(q_i64("SELECT attempts FROM jobs WHERE kind = 'expire_pending' AND "
+                      "done_at IS NULL") > 0);
+    assert_int_equal(q_i64("SELECT count(*) FROM jobs WHERE kind = 'expire_pending' AND "
+                           "done_at IS NULL AND last_error IS NULL"),
+                     1);
+}
+
+/* The expiry job: one claimer per interval, whoever asks first; a row
+ * that went missing is recreated; the outcome is recorded. */
+static void test_expiry_job_claim(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    store *a = store_connect(g_dsn, err, sizeof err);
+    store *b = store_connect(g_dsn, err, sizeof err);
+    assert_non_null(a);
+    assert_non_null(b);
+    const char *kind = "itest_claim";
+    int64_t id_a = 0, id_b = 0;
+    /* No row yet: created, not claimed. */
+    assert_int_equal(store_job_claim(a, kind, 60000, &id_a), 0);
+    assert_int_equal(q_i64("SELECT count(*) FROM jobs WHERE kind = '%s'", kind), 1);
+    /* Due now: the first claims it, the second finds it an interval ahead. */
+    assert_int_equal(store_job_claim(a, kind, 60000, &id_a), 1);
+    assert_int_equal(store_job_claim(b, kind, 60000, &id_b), 0);
+    assert_true(q_i64("SELECT (run_at > now() + interval '50 seconds')::int FROM jobs "
+                      "WHERE id = %lld", (long long)id_a) == 1);
+    assert_int_equal(store_job_finish(a, id_a, "sweep failed: test"), 0);
+    assert_int_equal(q_i64("SELECT count(*) FROM jobs WHERE id = %lld AND "
+                           "last_error = 'sweep failed: test' AND attempts = 1",
+                           (long long)id_a),
+                     1);
+    /* Made due again: the second claims it this time; success clears the error. */
+    assert_int_equal(q_i64("WITH u AS (UPDATE jobs SET run_at = now() WHERE id = %lld "
+                           "RETURNING 1) SELECT count(*) FROM u", (long long)id_a),
+                     1);
+    assert_int_equal(store_job_claim(b, kind, 0, &id_b), 1);
+    assert_int_equal(id_b, id_a);
+    assert_int_equal(store_job_finish(b, id_b, NULL), 0);
+    assert_int_equal(q_i64("SELECT count(*) FROM jobs WHERE id = %lld AND last_error IS NULL "
+                           "AND attempts = 2", (long long)id_a),
+                     1);
+    store_free(a);
+    store_free(b);
 }
 
 /* A server-side disconnect between commits (a restart, a failover, an
@@ -672,6 +717,7 @@ int main(void)
         cmocka_unit_test(test_linked_chain_failure_writes_nothing),
         cmocka_unit_test(test_pending_post_and_void_across_commits),
         cmocka_unit_test(test_pending_expires),
+        cmocka_unit_test(test_expiry_job_claim),
         cmocka_unit_test(test_terminated_connections_reconnect),
         cmocka_unit_test(test_large_request),
         cmocka_unit_test(test_batch_committed_settles),
