@@ -313,10 +313,17 @@ static void h_transfers_create(ctx *c)
         return;
     }
     batcher_status st = batcher_submit_transfers(c->api->cfg.batcher, events, count, results);
-    if (st == BATCHER_OK)
-        reply_json(c, 200, codec_encode_transfer_results(events, results, count));
-    else
+    if (st == BATCHER_OK) {
+        /* Written directly: the same bytes as reply_json of
+         * codec_encode_transfer_results, without building the tree. */
+        char *body = codec_transfer_results_text(events, results, count);
+        if (body != NULL)
+            reply_body(c, 200, body, "application/json");
+        else
+            reply_internal(c, "out of memory while encoding the answer");
+    } else {
         reply_batcher_error(c, st);
+    }
     free(results);
     codec_transfers_free(events, count);
 }

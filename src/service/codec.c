@@ -16,6 +16,11 @@
  * above 2^53 for clients whose JSON numbers are doubles. Encoders mirror
  * that: integers above 2^53 in magnitude go out as strings.
  *
+ * Two hot spots of POST /v1/transfers go around jansson's per-byte work
+ * with results equal to jansson's (tests/unit/test_codec_fastpath.c):
+ * long plain strings are cut out of a body before jansson parses it, and
+ * canonical metadata and the transfer results are written directly.
+ *
  * The wire format is docs/API.md.
  */
 #include "service/codec.h"
@@ -283,28 +288,161 @@ char *codec_problem_body(const codec_error *e)
 
 /* ---- Parsing the body. */
 
+/* ---- Long plain strings: parsed around, not through, jansson.
+ *
+ * jansson lexes a string byte by byte (a callback and a one-byte append
+ * per character, then a second pass to decode), which made a 5 KB
+ * metadata note cost more CPU than everything else in a request. A
+ * string value of at least CODEC_PLAIN_MIN_BYTES whose bytes are all
+ * printable ASCII other than '\\' (so no escapes: its text IS its value,
+ * valid UTF-8 by construction) is cut out of a copy of the body and
+ * replaced by a short placeholder; jansson parses that skeleton, and the
+ * placeholders are then swapped for the original text. Tokens, keys,
+ * numbers and nesting are untouched, so the skeleton parses exactly when
+ * the body does. Whenever the skeleton does not parse, or anything is
+ * not as expected, the whole body is parsed the ordinary way instead:
+ * errors (codes, lines, columns, texts) are always jansson's own for the
+ * original body. */
+
+/* Shortest string value worth cutting out (placeholders cost a copy). */
+#define CODEC_PLAIN_MIN_BYTES 128
+
+/* One string value cut out: the ordinal-th string value (not key) of
+ * the body in document order, its text at body[start, start + len). */
+typedef struct plain_string {
+    size_t ordinal;
+    size_t start;
+    size_t len;
+} plain_string;
+
+typedef struct plain_list {
+    plain_string *items; /* malloc'd; NULL when none */
+    size_t count;
+    size_t cap;
+    bool failed; /* out of memory: use the ordinary parse */
+} plain_list;
+
+static void plain_add(plain_list *l, size_t ordinal, size_t start, size_t len)
+{
+    if (l->failed)
+        return;
+    if (l->count == l->cap) {
+        size_t cap = l->cap > 0 ? l->cap * 2 : 8;
+        plain_string *p = realloc(l->items, cap * sizeof *p);
+        if (p == NULL) {
+            l->failed = true;
+            return;
+        }
+        l->items = p;
+        l->cap = cap;
+    }
+    l->items[l->count++] = (plain_string){.ordinal = ordinal, .start = start, .len = len};
+}
+
+/* A byte that stands for itself inside a JSON string: printable ASCII
+ * other than '"' and '\\'. */
+static inline bool plain_byte(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return u >= 0x20u && u <= 0x7Eu && u != '"' && u != '\\';
+}
+
+/* Word-at-a-time byte tests (each exact as "does any byte ..."). */
+#define SWAR_ONES UINT64_C(0x0101010101010101)
+#define SWAR_HIGHS UINT64_C(0x8080808080808080)
+
+static inline uint64_t swar_has_zero(uint64_t v)
+{
+    return (v - SWAR_ONES) & ~v & SWAR_HIGHS;
+}
+
+/* Any byte below n (n <= 128). */
+static inline uint64_t swar_has_less(uint64_t v, unsigned n)
+{
+    return (v - SWAR_ONES * n) & ~v & SWAR_HIGHS;
+}
+
+/* Length of the prefix of s[0, n) with no byte below 0x20, '"' or '\\'
+ * and, when ascii_only, none above 0x7E: the bytes a JSON string holds
+ * as they are. 8 bytes per step, then byte by byte. */
+static size_t unescaped_prefix(const char *s, size_t n, bool ascii_only)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, s + i, sizeof v);
+        uint64_t bad = swar_has_less(v, 0x20u) | swar_has_zero(v ^ (SWAR_ONES * '"')) |
+                       swar_has_zero(v ^ (SWAR_ONES * '\\'));
+        if (ascii_only)
+            bad |= (v & SWAR_HIGHS) | swar_has_zero(v ^ (SWAR_ONES * 0x7Fu));
+        if (bad != 0)
+            break;
+    }
+    for (; i < n; i++) {
+        unsigned char u = (unsigned char)s[i];
+        if (u < 0x20u || u == '"' || u == '\\' || (ascii_only && u > 0x7Eu))
+            break;
+    }
+    return i;
+}
+
+/* True when the string whose closing quote is at body[i] is an object
+ * key: the next byte that is not JSON whitespace is ':'. */
+static bool followed_by_colon(const char *body, size_t len, size_t i)
+{
+    for (size_t j = i + 1; j < len; j++) {
+        char c = body[j];
+        if (c == ':')
+            return true;
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            return false;
+    }
+    return false;
+}
+
 /* Deepest nesting of objects/arrays in body, stopping as soon as it
  * exceeds LIMIT_JSON_DEPTH_MAX (then *at is the offending byte offset).
  * Brackets inside strings (escapes honoured) do not count. Returns
- * true when too deep. Malformed input is left to the parser. */
-static bool depth_exceeds(const char *body, size_t len, size_t *at)
+ * true when too deep. Malformed input is left to the parser. When plain
+ * is not NULL, it also collects the long plain string values (above). */
+static bool depth_exceeds(const char *body, size_t len, size_t *at, plain_list *plain)
 {
     size_t depth = 0;
     bool in_string = false;
     bool escaped = false;
+    bool simple = false;       /* current string: printable ASCII, no '\\' */
+    size_t str_start = 0;      /* current string: offset of its first byte */
+    size_t value_ordinal = 0;  /* string values (not keys) seen so far */
     for (size_t i = 0; i < len; i++) {
         char c = body[i];
         if (in_string) {
-            if (escaped)
+            if (!escaped && plain_byte(c)) {
+                /* The common case, skipped in a tight loop. */
+                i += unescaped_prefix(body + i + 1, len - i - 1, true);
+                continue;
+            }
+            if (escaped) {
                 escaped = false;
-            else if (c == '\\')
+            } else if (c == '\\') {
                 escaped = true;
-            else if (c == '"')
+                simple = false;
+            } else if (c == '"') {
                 in_string = false;
+                if (plain != NULL && !followed_by_colon(body, len, i)) {
+                    size_t n = i - str_start;
+                    if (simple && n >= CODEC_PLAIN_MIN_BYTES)
+                        plain_add(plain, value_ordinal, str_start, n);
+                    value_ordinal++;
+                }
+            } else if ((unsigned char)c < 0x20u || (unsigned char)c > 0x7Eu) {
+                simple = false;
+            }
             continue;
         }
         if (c == '"') {
             in_string = true;
+            simple = true;
+            str_start = i + 1;
         } else if (c == '[' || c == '{') {
             depth++;
             if (depth > LIMIT_JSON_DEPTH_MAX) {
@@ -316,6 +454,99 @@ static bool depth_exceeds(const char *body, size_t len, size_t *at)
         }
     }
     return false;
+}
+
+/* Placeholder text of the k-th cut string: its index in decimal. */
+static int placeholder_text(char out[24], size_t k)
+{
+    return snprintf(out, 24, "%zu", k);
+}
+
+typedef struct plain_fill {
+    const char *body;
+    const plain_list *list;
+    size_t next;    /* index in list of the next string to put back */
+    size_t ordinal; /* string values visited so far */
+    bool failed;
+} plain_fill;
+
+/* Visit the string values of v in document order (objects keep their
+ * keys in insertion order) and put the cut strings back. Depth is
+ * bounded by the pre-scan; the explicit bound keeps the recursion
+ * honest. */
+static void plain_put_back(json_t *v, plain_fill *f, int depth)
+{
+    if (f->failed || depth > LIMIT_JSON_DEPTH_MAX + 1) {
+        f->failed = true;
+        return;
+    }
+    if (json_is_string(v)) {
+        if (f->next < f->list->count && f->list->items[f->next].ordinal == f->ordinal) {
+            const plain_string *ps = &f->list->items[f->next];
+            char expect[24];
+            int n = placeholder_text(expect, f->next);
+            if (n < 0 || json_string_length(v) != (size_t)n ||
+                memcmp(json_string_value(v), expect, (size_t)n) != 0 ||
+                json_string_setn_nocheck(v, f->body + ps->start, ps->len) != 0) {
+                f->failed = true;
+                return;
+            }
+            f->next++;
+        }
+        f->ordinal++;
+    } else if (json_is_array(v)) {
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n && !f->failed; i++)
+            plain_put_back(json_array_get(v, i), f, depth + 1);
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *val;
+        json_object_foreach(v, key, val) {
+            (void)key;
+            plain_put_back(val, f, depth + 1);
+            if (f->failed)
+                return;
+        }
+    }
+}
+
+/* Parse body with the strings of list cut out. Returns the same tree
+ * json_loadb would, or NULL when the caller must parse the ordinary way
+ * (the skeleton did not parse, or out of memory). */
+static json_t *parse_skeleton(const char *body, size_t len, const plain_list *list,
+                              size_t flags)
+{
+    /* Each placeholder is no longer than the text it replaces (at least
+     * CODEC_PLAIN_MIN_BYTES > 24), so the skeleton fits in len bytes. */
+    char *sk = malloc(len);
+    if (sk == NULL)
+        return NULL;
+    size_t sk_len = 0;
+    size_t from = 0;
+    for (size_t k = 0; k < list->count; k++) {
+        const plain_string *ps = &list->items[k];
+        memcpy(sk + sk_len, body + from, ps->start - from);
+        sk_len += ps->start - from;
+        char ph[24];
+        int n = placeholder_text(ph, k);
+        mrd_assert(n > 0 && (size_t)n < ps->len);
+        memcpy(sk + sk_len, ph, (size_t)n);
+        sk_len += (size_t)n;
+        from = ps->start + ps->len;
+    }
+    memcpy(sk + sk_len, body + from, len - from);
+    sk_len += len - from;
+    json_t *root = json_loadb(sk, sk_len, flags, NULL);
+    free(sk);
+    if (root == NULL)
+        return NULL;
+    plain_fill f = {.body = body, .list = list};
+    plain_put_back(root, &f, 0);
+    if (f.failed || f.next != list->count) {
+        json_decref(root);
+        return NULL;
+    }
+    return root;
 }
 
 /* Find a real whose magnitude is at least 2^63 (an integer jansson could
@@ -363,14 +594,22 @@ json_t *codec_parse_body(const char *body, size_t len, codec_error *e)
         return NULL;
     }
     size_t at = 0;
-    if (depth_exceeds(body, len, &at)) {
+    plain_list plain = {0};
+    if (depth_exceeds(body, len, &at, &plain)) {
+        free(plain.items);
         codec_fail(e, 400, "too_deep", "",
                    "JSON nesting deeper than %d levels (at byte %zu)",
                    LIMIT_JSON_DEPTH_MAX, at);
         return NULL;
     }
+    const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY;
+    json_t *root = NULL;
+    if (plain.count > 0 && !plain.failed)
+        root = parse_skeleton(body, len, &plain, flags);
+    free(plain.items);
     json_error_t err;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    if (root == NULL)
+        root = json_loadb(body, len, flags, &err);
     if (root == NULL) {
         enum json_error_code code = json_error_code(&err);
         ascii_sanitize(err.text);
@@ -407,6 +646,205 @@ json_t *codec_parse_body(const char *body, size_t len, codec_error *e)
         return NULL;
     }
     return root;
+}
+
+/* ---- Canonical JSON: what json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS)
+ * writes, byte for byte (metadata is stored and compared as this text),
+ * without jansson's per-character callbacks: a string is copied in runs
+ * between the bytes that need an escape ('"', '\\', below 0x20: the
+ * short forms \b \f \n \r \t, else \u00XX with capital hex), UTF-8 goes
+ * out as it is, object keys are sorted by bytes (shorter first on a
+ * tie), integers are %lld. Reals, rare in metadata, are written by
+ * jansson itself so their digits stay jansson's. */
+
+typedef struct canon_buf {
+    char *data;
+    size_t len, cap;
+    bool failed;
+} canon_buf;
+
+static void canon_reserve(canon_buf *b, size_t more)
+{
+    if (b->failed || more < b->cap - b->len)
+        return;
+    size_t cap = b->cap > 0 ? b->cap : 256;
+    while (cap - b->len <= more) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = true;
+            return;
+        }
+        cap *= 2;
+    }
+    char *p = realloc(b->data, cap);
+    if (p == NULL) {
+        b->failed = true;
+        return;
+    }
+    b->data = p;
+    b->cap = cap;
+}
+
+static void canon_put(canon_buf *b, const char *s, size_t n)
+{
+    canon_reserve(b, n);
+    if (b->failed)
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+static void canon_string(canon_buf *b, const char *s, size_t n)
+{
+    canon_reserve(b, n + 2);
+    if (b->failed)
+        return;
+    b->data[b->len++] = '"';
+    size_t run = 0; /* start of the bytes not yet written */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20u && c != '"' && c != '\\') {
+            i += unescaped_prefix(s + i + 1, n - i - 1, false);
+            continue;
+        }
+        canon_put(b, s + run, i - run);
+        char esc[8];
+        size_t k = 2;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04X", (unsigned)c);
+            k = 6;
+            break;
+        }
+        canon_put(b, esc, k);
+        run = i + 1;
+    }
+    canon_put(b, s + run, n - run);
+    canon_put(b, "\"", 1);
+}
+
+typedef struct canon_key {
+    const char *key;
+    size_t len;
+    json_t *value;
+} canon_key;
+
+static int canon_key_cmp(const void *a, const void *b)
+{
+    const canon_key *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int r = memcmp(x->key, y->key, n);
+    if (r != 0)
+        return r;
+    return (x->len > y->len) - (x->len < y->len);
+}
+
+/* Keys kept on the stack before sorting; larger objects allocate. */
+#define CANON_KEYS_ON_STACK 16
+
+static void canon_value(canon_buf *b, json_t *v, int depth)
+{
+    if (b->failed)
+        return;
+    if (depth > LIMIT_JSON_DEPTH_MAX + 1) { /* parsed bodies never are */
+        b->failed = true;
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_NULL: canon_put(b, "null", 4); return;
+    case JSON_TRUE: canon_put(b, "true", 4); return;
+    case JSON_FALSE: canon_put(b, "false", 5); return;
+    case JSON_INTEGER: {
+        char num[32];
+        int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        if (n < 0 || (size_t)n >= sizeof num) {
+            b->failed = true;
+            return;
+        }
+        canon_put(b, num, (size_t)n);
+        return;
+    }
+    case JSON_REAL: {
+        char *num = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (num == NULL) {
+            b->failed = true;
+            return;
+        }
+        canon_put(b, num, strlen(num));
+        free(num);
+        return;
+    }
+    case JSON_STRING:
+        canon_string(b, json_string_value(v), json_string_length(v));
+        return;
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+        canon_put(b, "[", 1);
+        for (size_t i = 0; i < n && !b->failed; i++) {
+            if (i > 0)
+                canon_put(b, ",", 1);
+            canon_value(b, json_array_get(v, i), depth + 1);
+        }
+        canon_put(b, "]", 1);
+        return;
+    }
+    case JSON_OBJECT: {
+        size_t n = json_object_size(v);
+        canon_key on_stack[CANON_KEYS_ON_STACK];
+        canon_key *keys = on_stack;
+        if (n > CANON_KEYS_ON_STACK) {
+            keys = malloc(n * sizeof *keys);
+            if (keys == NULL) {
+                b->failed = true;
+                return;
+            }
+        }
+        size_t i = 0;
+        for (void *it = json_object_iter(v); it != NULL && i < n;
+             it = json_object_iter_next(v, it), i++) {
+            keys[i].key = json_object_iter_key(it);
+            keys[i].len = json_object_iter_key_len(it);
+            keys[i].value = json_object_iter_value(it);
+        }
+        mrd_assert(i == n);
+        if (n > 1)
+            qsort(keys, n, sizeof *keys, canon_key_cmp);
+        canon_put(b, "{", 1);
+        for (i = 0; i < n && !b->failed; i++) {
+            if (i > 0)
+                canon_put(b, ",", 1);
+            canon_string(b, keys[i].key, keys[i].len);
+            canon_put(b, ":", 1);
+            canon_value(b, keys[i].value, depth + 1);
+        }
+        canon_put(b, "}", 1);
+        if (keys != on_stack)
+            free(keys);
+        return;
+    }
+    }
+    b->failed = true;
+}
+
+char *codec_canonical_json(json_t *v, size_t *len)
+{
+    mrd_assert(v != NULL && len != NULL);
+    canon_buf b = {0};
+    canon_value(&b, v, 0);
+    canon_put(&b, "", 1); /* the terminating NUL */
+    if (b.failed) {
+        free(b.data);
+        return NULL;
+    }
+    *len = b.len - 1;
+    return b.data;
 }
 
 /* ---- Field decoders. Each returns 0 (decoded), 1 (absent and not
@@ -657,10 +1095,10 @@ static int decode_transfer(json_t *v, const char *ptr, int64_t customer_id,
         if (!json_is_object(meta))
             return field_fail(e, 400, "invalid_field", mptr,
                               "must be a JSON object, not %s", type_name(meta));
-        char *text = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
+        size_t len = 0;
+        char *text = codec_canonical_json(meta, &len);
         if (text == NULL)
             return oom_fail(e);
-        size_t len = strlen(text);
         if (len > LIMIT_METADATA_BYTES_MAX) {
             free(text);
             return field_fail(e, 413, "metadata_too_large", mptr,
@@ -1027,6 +1465,43 @@ json_t *codec_encode_transfer_results(const ledger_transfer *events,
         }
     }
     return results_object(arr);
+}
+
+char *codec_transfer_results_text(const ledger_transfer *events,
+                                  const ledger_transfer_result *results, size_t count)
+{
+    mrd_assert(count == 0 || (events != NULL && results != NULL));
+    canon_buf b = {0};
+    canon_reserve(&b, 32 + count * 120);
+    canon_put(&b, "{\"results\":[", 12);
+    for (size_t i = 0; i < count && !b.failed; i++) {
+        char head[96];
+        char id[ID128_TEXT_SIZE];
+        id128_format(&events[i].id, id);
+        int n = snprintf(head, sizeof head, "%s{\"index\":%" JSON_INTEGER_FORMAT ",\"id\":",
+                         i > 0 ? "," : "", (json_int_t)i);
+        mrd_assert(n > 0 && (size_t)n < sizeof head);
+        canon_put(&b, head, (size_t)n);
+        canon_string(&b, id, strlen(id));
+        const char *name = ledger_transfer_result_name(results[i]);
+        if (name == NULL)
+            name = "internal";
+        canon_put(&b, ",\"result\":", 10);
+        canon_string(&b, name, strlen(name));
+        if (results[i] == LEDGER_TRANSFER_OK) {
+            n = snprintf(head, sizeof head, ",\"timestamp_us\":%" JSON_INTEGER_FORMAT,
+                         (json_int_t)events[i].timestamp_us);
+            mrd_assert(n > 0 && (size_t)n < sizeof head);
+            canon_put(&b, head, (size_t)n);
+        }
+        canon_put(&b, "}", 1);
+    }
+    canon_put(&b, "]}", 3); /* with the terminating NUL */
+    if (b.failed) {
+        free(b.data);
+        return NULL;
+    }
+    return b.data;
 }
 
 json_t *codec_encode_account_results(const ledger_account *events,

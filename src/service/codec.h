@@ -40,6 +40,14 @@ char *codec_problem_body(const codec_error *e);
  * too_deep, invalid_field). */
 json_t *codec_parse_body(const char *body, size_t len, codec_error *e);
 
+/* v as canonical JSON text: byte for byte what
+ * json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS) writes (compact, object
+ * keys sorted by bytes), for trees with valid UTF-8 strings such as
+ * codec_parse_body builds, nested at most LIMIT_JSON_DEPTH_MAX deep.
+ * Returns a malloc'd NUL-terminated string (free()) and its length in
+ * *len, or NULL (out of memory, or a tree deeper than the limit). */
+char *codec_canonical_json(json_t *v, size_t *len);
+
 /* {"transfers":[...]} -> a malloc'd array of count transfers with
  * customer_id set to customer_id. Metadata is canonicalised into
  * malloc'd strings owned by the array: release with codec_transfers_free.
@@ -79,6 +87,11 @@ json_t *codec_encode_transfer(const ledger_transfer *t, const ledger_pending_sta
 json_t *codec_encode_transfer_results(const ledger_transfer *events,
                                       const ledger_transfer_result *results,
                                       size_t count);
+/* The text of json_dumps(codec_encode_transfer_results(...),
+ * JSON_COMPACT), byte for byte, written directly (the answer to every
+ * POST /v1/transfers). Returns a malloc'd string (free()), or NULL (OOM). */
+char *codec_transfer_results_text(const ledger_transfer *events,
+                                  const ledger_transfer_result *results, size_t count);
 json_t *codec_encode_account_results(const ledger_account *events,
                                      const ledger_account_result *results,
                                      size_t count);
