@@ -70,6 +70,7 @@ typedef struct keeper {
     int64_t etcd_ok_at_ms;
     int64_t leader_absent_rev;    /* revision at which we first saw no leader */
     int64_t leader_lost_wall_ms;  /* wall clock of that moment (history) */
+    int64_t leader_lost_mono_ms;  /* monotonic clock of that moment (election pace) */
     keeper_view cached;           /* the etcd part of the last good view */
     leader_info leader;
     keeper_names etcd_syncset;
@@ -108,6 +109,14 @@ typedef struct keeper {
     uint64_t fork_lsn;
 } keeper;
 
+/* Loop period during an election, and for how long after the leader key
+ * went (see keeper_run). */
+#define KEEPER_ELECTION_LOOP_MS 50
+#define KEEPER_ELECTION_PACE_FOR_MS 3000
+/* A promotion slower than this logs where its time went. */
+#define KEEPER_SLOW_PROMOTION_MS 1000
+/* Period of the leader lease's keepalives (see lease_thread). */
+#define KEEPER_RENEW_MS 100
 /* Nice value of the lease and fence threads (see raise_thread_priority). */
 #define KEEPER_TIMING_NICE (-10)
 
@@ -281,9 +290,11 @@ static int read_cell(keeper *k, keeper_view *v)
     if (v->leader_present) {
         k->leader_absent_rev = 0;
         k->leader_lost_wall_ms = 0;
+        k->leader_lost_mono_ms = 0;
     } else if (k->leader_absent_rev == 0) {
         k->leader_absent_rev = res.revision;
         k->leader_lost_wall_ms = wall_ms();
+        k->leader_lost_mono_ms = mono_ms();
     }
     for (size_t i = 0; i < v->member_count; i++) {
         keeper_member *m = &v->members[i];
@@ -362,7 +373,10 @@ static void *lease_thread(void *arg)
 {
     keeper *k = arg;
     raise_thread_priority("lease");
-    int period_ms = k->cfg->loop_ms < 250 ? k->cfg->loop_ms : 250;
+    /* Renewing often keeps the lease's expiry close to the moment the
+     * primary stopped renewing: a dead primary is detected up to one
+     * period sooner. A keepalive is cheap for etcd (no raft round). */
+    int period_ms = k->cfg->loop_ms < KEEPER_RENEW_MS ? k->cfg->loop_ms : KEEPER_RENEW_MS;
     while (!atomic_load(&k->stopping)) {
         renew_leader_lease(k);
         for (int waited = 0; waited < period_ms && !atomic_load(&k->stopping); waited += 10)
@@ -463,6 +477,42 @@ static void record_history(keeper *k, int64_t promoted_at_ms)
 
 /* The etcd transaction that makes this node the leader: leader key
  * absent -> create it under a fresh lease, epoch+1, last_leader. */
+/* The leader key's value (malloc'd JSON, NULL when out of memory):
+ * where the leader is, its epoch, and whether it takes writes yet. */
+static char *leader_value(const keeper *k, int64_t epoch, bool writable)
+{
+    json_t *j = json_pack("{s:s, s:I, s:s, s:i, s:s}", "node", k->cfg->node, "epoch",
+                          (json_int_t)epoch, "host", "127.0.0.1", "port", k->cfg->pg_port,
+                          "region", k->cfg->region);
+    json_t *addrs = advertised_addrs(k->cfg);
+    if (j != NULL && addrs != NULL)
+        json_object_set_new(j, "addrs", addrs);
+    else
+        json_decref(addrs);
+    if (j != NULL && writable)
+        json_object_set_new(j, "writable", json_true());
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return text;
+}
+
+/* Say in the leader key that this node takes writes now (promoted, its
+ * epoch recorded): meridiand's writers, waiting for the promotion, move
+ * at once instead of at their next retry. Written under our lease, so it
+ * cannot bring back a key whose lease is gone. Best effort: meridiand
+ * also retries on its own. */
+static void announce_writable(keeper *k, int64_t epoch)
+{
+    char kl[KEY_MAX];
+    key_of(k, kl, "leader");
+    char *text = leader_value(k, epoch, true);
+    if (text == NULL)
+        return;
+    if (etcd_put(k->etcd, kl, text, strlen(text), atomic_load(&k->lease_id), NULL) != ETCD_OK)
+        log_warn(COMP, "cannot mark the leader key writable: %s", etcd_client_last_error(k->etcd));
+    free(text);
+}
+
 static int acquire(keeper *k, const keeper_view *v)
 {
     int64_t lease = 0;
@@ -477,16 +527,7 @@ static int acquire(keeper *k, const keeper_view *v)
     key_of(k, kll, "last_leader");
     int64_t epoch = v->epoch + 1;
     snprintf(epoch_text, sizeof epoch_text, "%" PRId64, epoch);
-    json_t *j = json_pack("{s:s, s:I, s:s, s:i, s:s}", "node", k->cfg->node, "epoch",
-                          (json_int_t)epoch, "host", "127.0.0.1", "port", k->cfg->pg_port,
-                          "region", k->cfg->region);
-    json_t *addrs = advertised_addrs(k->cfg);
-    if (j != NULL && addrs != NULL)
-        json_object_set_new(j, "addrs", addrs);
-    else
-        json_decref(addrs);
-    char *leader_text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
+    char *leader_text = leader_value(k, epoch, false);
     if (leader_text == NULL)
         return -1;
     etcd_compare cmp = {.key = kl, .target = ETCD_CMP_CREATE, .result = ETCD_CMP_EQUAL, .number = 0};
@@ -543,7 +584,10 @@ static int acquire(keeper *k, const keeper_view *v)
     return 0;
 }
 
-static void set_sync_names(keeper *k, const keeper_names *names)
+/* Set synchronous_standby_names. at_lsn: the local flush LSN the change
+ * is recorded at (everything acknowledged under the old names is at or
+ * below it); 0 reads it from PostgreSQL. */
+static void set_sync_names(keeper *k, const keeper_names *names, uint64_t at_lsn)
 {
     char value[512], err[512];
     if (keeper_sync_names_format(names, value, sizeof value) != 0)
@@ -553,9 +597,12 @@ static void set_sync_names(keeper *k, const keeper_names *names)
         return;
     }
     k->pg_names = *names;
-    pgctl_state ps;
-    pgctl_read_state(&k->pg, &ps);
-    k->names_changed_at_lsn = ps.flush_lsn;
+    if (at_lsn == 0) {
+        pgctl_state ps;
+        pgctl_read_state(&k->pg, &ps);
+        at_lsn = ps.flush_lsn;
+    }
+    k->names_changed_at_lsn = at_lsn;
     log_info(COMP, "synchronous_standby_names = '%s'", value);
 }
 
@@ -653,8 +700,9 @@ static void ensure_database(keeper *k)
 
 /* Synchronous names for a node that just became primary: the other
  * members of the synchronous set, or, if none, any other member, so that
- * writes are never acknowledged by the primary alone. */
-static void initial_sync_names(keeper *k, const keeper_view *v)
+ * writes are never acknowledged by the primary alone. at_lsn as for
+ * set_sync_names. */
+static void initial_sync_names(keeper *k, const keeper_view *v, uint64_t at_lsn)
 {
     keeper_names names;
     memset(&names, 0, sizeof names);
@@ -665,7 +713,7 @@ static void initial_sync_names(keeper *k, const keeper_view *v)
         for (size_t i = 0; i < v->member_count; i++)
             snprintf(names.names[names.count++], KEEPER_NAME_MAX, "%s", v->members[i].name);
     if (names.count > 0)
-        set_sync_names(k, &names);
+        set_sync_names(k, &names, at_lsn);
 }
 
 static int do_action(keeper *k, keeper_action a, keeper_view *v)
@@ -691,6 +739,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         if (acquire(k, v) != 0)
             return -1;
         record_epoch(k, v->epoch + 1);
+        announce_writable(k, v->epoch + 1);
         record_history(k, wall_ms());
         k->event_promoted = true;
         atomic_store(&k->writable, 1);
@@ -719,7 +768,8 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
     case KEEPER_ACT_ACQUIRE:
         rc = acquire(k, v);
         break;
-    case KEEPER_ACT_PROMOTE:
+    case KEEPER_ACT_PROMOTE: {
+        int64_t t_action = mono_ms();
         if (k->cfg->dr) {
             /* Regional failover: nobody of this cell runs in this region,
              * so commits cannot wait for a standby; they are asynchronous
@@ -727,7 +777,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
              * synchronous again). Said loudly: this is the trade-off. */
             keeper_names none;
             memset(&none, 0, sizeof none);
-            set_sync_names(k, &none);
+            set_sync_names(k, &none, v->pg_flush_lsn);
             /* Nobody else holds every acknowledged commit now: the home
              * region's nodes may miss the async tail. An empty set keeps
              * them from being elected until they stream again from us and
@@ -736,13 +786,27 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
             log_warn(COMP, "regional failover: %s is primary with asynchronous commits until "
                            "home-region standbys rejoin", k->cfg->node);
         } else {
-            initial_sync_names(k, v);
+            /* A standby whose primary is gone receives nothing more: the
+             * flush LSN just read is where the names change. */
+            initial_sync_names(k, v, v->pg_flush_lsn);
         }
+        int64_t t_names = mono_ms();
         rc = pgctl_promote(&k->pg, 30, err, sizeof err);
         if (rc == 0) {
+            int64_t t_promoted = mono_ms();
             atomic_store(&k->writable, 1);
             record_epoch(k, v->epoch);
+            int64_t t_epoch = mono_ms();
+            announce_writable(k, v->epoch);
             record_history(k, wall_ms());
+            int64_t t_done = mono_ms();
+            /* Every step here is write downtime: say which one was slow. */
+            if (t_done - t_action > KEEPER_SLOW_PROMOTION_MS)
+                log_warn(COMP, "slow promotion: %" PRId64 " ms (synchronous names %" PRId64
+                               " ms, pg_promote %" PRId64 " ms, epoch %" PRId64
+                               " ms, etcd %" PRId64 " ms)",
+                         t_done - t_action, t_names - t_action, t_promoted - t_names,
+                         t_epoch - t_promoted, t_done - t_epoch);
             k->event_promoted = true;
             if (strcmp(v->switchover_to, k->cfg->node) == 0) {
                 char key[KEY_MAX];
@@ -756,16 +820,18 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
             }
         }
         break;
+    }
     case KEEPER_ACT_START_PRIMARY:
         atomic_store(&k->writable, 1);
         rc = pgctl_start(&k->pg, 60000, err, sizeof err);
         if (rc == 0) {
-            initial_sync_names(k, v);
+            initial_sync_names(k, v, 0);
             /* Leading again under a new epoch (the old leader after etcd
              * lost and regained its majority) without a promotion: the
              * database must carry that epoch too, or meridiand refuses
              * to write to it. */
             record_epoch(k, v->epoch);
+            announce_writable(k, v->epoch);
             if (k->event_epoch == v->epoch && !k->event_promoted) {
                 record_history(k, wall_ms());
                 k->event_promoted = true;
@@ -824,7 +890,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         if (plan.kind == KEEPER_SYNC_WRITE_ETCD)
             write_syncset(k, &plan.names);
         else if (plan.kind == KEEPER_SYNC_SET_PG)
-            set_sync_names(k, &plan.names);
+            set_sync_names(k, &plan.names, 0);
         break;
     }
     case KEEPER_ACT_COUNT:
@@ -1060,13 +1126,10 @@ static bool diverged_from_leader(keeper *k, const keeper_view *v, const pgctl_st
     return k->fork_rc == 0 && ps->replay_lsn > k->fork_lsn;
 }
 
-/* One observe-decide-act round. Returns true when the next round should
- * run at once rather than after loop_ms: having just taken the leader key,
- * the node promotes in the next round, and every millisecond there is
- * write downtime. */
-static bool loop_once(keeper *k)
+/* One observe-decide-act round (see the FSM step loop inside for the
+ * promotion that follows taking the leader key in the same round). */
+static void loop_once(keeper *k)
 {
-    bool again = false;
     keeper_view v;
     memset(&v, 0, sizeof v);
     int64_t now = mono_ms();
@@ -1153,8 +1216,17 @@ static bool loop_once(keeper *k)
     else
         memset(&k->replicas, 0, sizeof k->replicas);
 
-    const keeper_transition *t = keeper_fsm_step(k->state, &v);
-    if (t != NULL) {
+    /* At most two steps a round: the second only right after this node
+     * took the leader key, so that it promotes at once, on the view just
+     * read plus what the acquisition changed, rather than after reading
+     * etcd and PostgreSQL all over again (each read is write downtime). */
+    for (int step = 0; step < 2; step++) {
+        const keeper_transition *t = keeper_fsm_step(k->state, &v);
+        if (t == NULL) {
+            if (step == 0 && k->state == KEEPER_PRIMARY && v.etcd_ok)
+                do_action(k, KEEPER_ACT_RENEW, &v);
+            break;
+        }
         if (t->to != k->state || t->action != KEEPER_ACT_NONE)
             log_info(COMP, "%s -> %s: %s [%s]", keeper_state_name(k->state),
                      keeper_state_name(t->to), t->why, keeper_action_name(t->action));
@@ -1169,17 +1241,19 @@ static bool loop_once(keeper *k)
         int arc = do_action(k, t->action, &v);
         if (arc != 0 && t->action == KEEPER_ACT_INITDB_AND_LEAD)
             k->state = from; /* lost the bootstrap claim: decide again */
-        if (arc == 0 && t->action == KEEPER_ACT_ACQUIRE && k->holds_lease)
-            again = true;
-    } else if (k->state == KEEPER_PRIMARY && v.etcd_ok) {
-        do_action(k, KEEPER_ACT_RENEW, &v);
+        if (arc != 0 || t->action != KEEPER_ACT_ACQUIRE || !k->holds_lease)
+            break;
+        v.leader_present = true;
+        snprintf(v.leader, sizeof v.leader, "%s", k->cfg->node);
+        v.epoch = k->event_epoch;
+        v.holds_lease = true;
+        v.lease_valid_until_ms = atomic_load(&k->lease_valid_until_ms);
+        v.now_ms = mono_ms();
     }
     if (k->state != KEEPER_PRIMARY && k->state != KEEPER_PROMOTING &&
         k->state != KEEPER_BOOTSTRAP)
         atomic_store(&k->writable, 0);
-    /* A round that runs again at once (the key just taken: promote next)
-     * publishes there; every call here would delay the promotion. */
-    if (v.etcd_ok && !again) {
+    if (v.etcd_ok) {
         pgctl_read_state(&k->pg, &ps);
         publish_member(k, &ps);
     }
@@ -1200,7 +1274,6 @@ static bool loop_once(keeper *k)
                       : 0,
     };
     kmetrics_publish(&snap);
-    return again;
 }
 
 int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
@@ -1263,14 +1336,20 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     key_of(&k, leader_key, "leader");
     etcd_watch *leader_watch =
         etcd_watch_start(cfg->etcd_endpoints, leader_key, false, 0, on_leader_event, &k);
-    int immediate = 0;
     while (!*stop) {
         int64_t start = mono_ms();
-        bool again = loop_once(&k);
-        if (again && immediate++ < 2) /* bounded: at most two rounds back to back */
-            continue;
-        immediate = 0;
-        int64_t left = cfg->loop_ms - (mono_ms() - start);
+        loop_once(&k);
+        /* An election is on (the leader key went a moment ago): the
+         * candidate waits for the other members of the synchronous set to
+         * publish their LSNs after the loss, and they publish once a round,
+         * so rounds run faster for a while. Bounded: if nobody can lead
+         * (status says why), the normal pace returns. */
+        int period_ms = cfg->loop_ms;
+        if (k.leader_lost_mono_ms > 0 &&
+            mono_ms() - k.leader_lost_mono_ms < KEEPER_ELECTION_PACE_FOR_MS &&
+            period_ms > KEEPER_ELECTION_LOOP_MS)
+            period_ms = KEEPER_ELECTION_LOOP_MS;
+        int64_t left = period_ms - (mono_ms() - start);
         while (left > 0 && !*stop && !atomic_exchange(&k.wake, 0)) {
             usleep((useconds_t)(left > 10 ? 10 : left) * 1000);
             left -= 10;

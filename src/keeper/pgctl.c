@@ -205,6 +205,9 @@ static int write_node_conf(const pgctl_config *cfg, char *err, size_t err_size)
              "wal_receiver_status_interval = '1s'\n"
              "wal_sender_timeout = '5s'\n"
              "wal_receiver_timeout = '5s'\n"
+             /* After its upstream dies a standby retries streaming this
+              * often (default 5 s): a failover should not wait for it. */
+             "wal_retrieve_retry_interval = '500ms'\n"
              "synchronous_commit = on\n"
              "logging_collector = off\n",
              cfg->node_name, cfg->port, cfg->basedir);

@@ -158,6 +158,7 @@ int route_parse_leader_in(const char *json, size_t len, const char *region,
     snprintf(out->host, sizeof out->host, "%s", h);
     out->port = (int)p;
     out->epoch = e;
+    out->writable = json_is_true(json_object_get(j, "writable"));
     /* A leader in another region may advertise the address by which this
      * region reaches it (in the lab: a WAN-emulator link). */
     if (region != NULL && region[0] != '\0') {
@@ -199,6 +200,7 @@ static void apply(route_source *r, const char *value, size_t value_len, int64_t 
     route_snapshot *c = &r->cur;
     bool same = c->has_leader == next.has_leader &&
                 (!next.has_leader || (c->port == next.port && c->epoch == next.epoch &&
+                                      c->writable == next.writable &&
                                       strcmp(c->host, next.host) == 0 &&
                                       strcmp(c->node, next.node) == 0));
     if (!same) {
@@ -211,9 +213,10 @@ static void apply(route_source *r, const char *value, size_t value_len, int64_t 
     if (same) return;
     metrics_route_change(now.has_leader ? now.epoch : 0);
     if (now.has_leader)
-        log_info(COMP, "cell %s: leader %s at %s:%d, epoch %" PRId64 " (generation %" PRIu64
+        log_info(COMP, "cell %s: leader %s at %s:%d, epoch %" PRId64 "%s (generation %" PRIu64
                        ", %s, revision %" PRId64 ")",
-                 r->cell, now.node, now.host, now.port, now.epoch, now.generation, source, rev);
+                 r->cell, now.node, now.host, now.port, now.epoch,
+                 now.writable ? ", writable" : "", now.generation, source, rev);
     else
         log_warn(COMP, "cell %s: no leader (generation %" PRIu64 ", %s, revision %" PRId64 ")",
                  r->cell, now.generation, source, rev);

@@ -40,6 +40,9 @@ typedef struct route_snapshot {
     char host[ROUTE_HOST_MAX];  /* "" when static: the dsn names the host */
     int port;                   /* 0 when static */
     int64_t epoch;              /* the cell's fencing token; 0 when static */
+    bool writable;              /* the leader's keeper says it takes writes
+                                 * (promoted, epoch recorded): a change wakes
+                                 * writers waiting for the promotion */
     uint64_t generation;        /* bumped by every change; starts at 1 */
 } route_snapshot;
 

@@ -35,6 +35,13 @@ static void parses_leader_key(void **state)
     const char *str = "{\"node\":\"n1\",\"epoch\":\"12\",\"host\":\"db1\",\"port\":5432}";
     assert_int_equal(route_parse_leader(str, strlen(str), &s), 0);
     assert_int_equal(s.epoch, 12);
+    assert_false(s.writable);
+
+    /* The keeper marks the key once the promoted node takes writes. */
+    const char *w = "{\"node\":\"n1\",\"epoch\":12,\"host\":\"db1\",\"port\":5432,"
+                    "\"writable\":true}";
+    assert_int_equal(route_parse_leader(w, strlen(w), &s), 0);
+    assert_true(s.writable);
 }
 
 static void picks_the_address_advertised_for_our_region(void **state)
