@@ -475,8 +475,6 @@ static void record_history(keeper *k, int64_t promoted_at_ms)
     json_decref(j);
 }
 
-/* The etcd transaction that makes this node the leader: leader key
- * absent -> create it under a fresh lease, epoch+1, last_leader. */
 /* The leader key's value (malloc'd JSON, NULL when out of memory):
  * where the leader is, its epoch, and whether it takes writes yet. */
 static char *leader_value(const keeper *k, int64_t epoch, bool writable)
@@ -498,9 +496,10 @@ static char *leader_value(const keeper *k, int64_t epoch, bool writable)
 
 /* Say in the leader key that this node takes writes now (promoted, its
  * epoch recorded): meridiand's writers, waiting for the promotion, move
- * at once instead of at their next retry. Written under our lease, so it
- * cannot bring back a key whose lease is gone. Best effort: meridiand
- * also retries on its own. */
+ * at once instead of at their next retry. Only while the key is still
+ * ours (it carries our lease), so this can neither bring back a key that
+ * went nor overwrite another node's. Best effort: meridiand also retries
+ * on its own. */
 static void announce_writable(keeper *k, int64_t epoch)
 {
     char kl[KEY_MAX];
@@ -508,11 +507,25 @@ static void announce_writable(keeper *k, int64_t epoch)
     char *text = leader_value(k, epoch, true);
     if (text == NULL)
         return;
-    if (etcd_put(k->etcd, kl, text, strlen(text), atomic_load(&k->lease_id), NULL) != ETCD_OK)
+    int64_t lease = atomic_load(&k->lease_id);
+    etcd_compare cmp = {.key = kl, .target = ETCD_CMP_LEASE, .result = ETCD_CMP_EQUAL,
+                        .number = lease};
+    etcd_op op = {.kind = ETCD_OP_PUT, .key = kl, .value = text, .value_len = strlen(text),
+                  .lease_id = lease};
+    etcd_txn txn = {.compares = &cmp, .compare_count = 1, .success = &op, .success_count = 1};
+    etcd_txn_result res;
+    int rc = etcd_txn_run(k->etcd, &txn, &res);
+    if (rc != ETCD_OK)
         log_warn(COMP, "cannot mark the leader key writable: %s", etcd_client_last_error(k->etcd));
+    else if (!res.succeeded)
+        log_warn(COMP, "the leader key no longer carries our lease: not marked writable");
+    if (rc == ETCD_OK)
+        etcd_txn_result_release(&res);
     free(text);
 }
 
+/* The etcd transaction that makes this node the leader: leader key
+ * absent -> create it under a fresh lease, epoch+1, last_leader. */
 static int acquire(keeper *k, const keeper_view *v)
 {
     int64_t lease = 0;
