@@ -26,6 +26,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/mrd_assert.h"
+#include "common/textbuf.h"
 #include "service/codec.h"
 #include "service/metrics.h"
 #include "service/route.h"
@@ -693,37 +694,8 @@ static void h_account_balances(ctx *c)
 
 /* ---- GET /v1/balances: written directly (up to 100,000 rows). */
 
-typedef struct strbuf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} strbuf;
-
-static void sb_reserve(strbuf *b, size_t more)
-{
-    if (b->failed || b->len + more + 1 <= b->cap) return;
-    size_t cap = b->cap > 0 ? b->cap : 4096;
-    while (cap < b->len + more + 1) cap *= 2;
-    char *p = realloc(b->data, cap);
-    if (p == NULL) {
-        b->failed = true;
-        return;
-    }
-    b->data = p;
-    b->cap = cap;
-}
-
-static void sb_add(strbuf *b, const char *s)
-{
-    size_t n = strlen(s);
-    sb_reserve(b, n);
-    if (b->failed) return;
-    memcpy(b->data + b->len, s, n + 1);
-    b->len += n;
-}
-
 /* An amount: a number up to 2^53, a string above (docs/API.md). */
-static void sb_amount(strbuf *b, const char *key, __int128 v, bool last)
+static void sb_amount(textbuf *b, const char *key, __int128 v, bool last)
 {
     char num[48];
     json_t *j = amount128(v);
@@ -738,7 +710,7 @@ static void sb_amount(strbuf *b, const char *key, __int128 v, bool last)
     json_decref(j);
     char field[96];
     snprintf(field, sizeof field, "\"%s\":%s%s", key, num, last ? "}" : ",");
-    sb_add(b, field);
+    textbuf_add(b, field);
 }
 
 typedef struct ledger_total {
@@ -762,18 +734,18 @@ static void h_balances(ctx *c)
         return;
     }
     ledger_total *totals = calloc(BALANCE_LEDGERS_MAX, sizeof *totals);
-    strbuf b = {0};
+    textbuf b = {0};
     size_t ledgers = 0;
     if (totals == NULL) goto oom;
-    sb_reserve(&b, n * 160 + 64);
-    sb_add(&b, "{\"accounts\":[");
+    textbuf_reserve(&b, n * 160 + 64);
+    textbuf_add(&b, "{\"accounts\":[");
     for (size_t i = 0; i < n && !b.failed; i++) {
         const reads_balance *r = &rows[i];
         char head[96], id[ID128_TEXT_SIZE];
         id128_format(&r->id, id);
         snprintf(head, sizeof head, "%s{\"id\":\"%s\",\"ledger\":%" PRId32 ",", i > 0 ? "," : "",
                  id, r->ledger);
-        sb_add(&b, head);
+        textbuf_add(&b, head);
         sb_amount(&b, "debits_pending", r->debits_pending, false);
         sb_amount(&b, "debits_posted", r->debits_posted, false);
         sb_amount(&b, "credits_pending", r->credits_pending, false);
@@ -796,18 +768,18 @@ static void h_balances(ctx *c)
         totals[t].credits_posted += r->credits_posted;
     }
     qsort(totals, ledgers, sizeof *totals, total_cmp);
-    sb_add(&b, "],\"totals\":[");
+    textbuf_add(&b, "],\"totals\":[");
     for (size_t t = 0; t < ledgers && !b.failed; t++) {
         char head[48];
         snprintf(head, sizeof head, "%s{\"ledger\":%" PRId32 ",", t > 0 ? "," : "",
                  totals[t].ledger);
-        sb_add(&b, head);
+        textbuf_add(&b, head);
         sb_amount(&b, "debits_posted", totals[t].debits_posted, false);
         sb_amount(&b, "credits_posted", totals[t].credits_posted, false);
         sb_amount(&b, "debits_pending", totals[t].debits_pending, false);
         sb_amount(&b, "credits_pending", totals[t].credits_pending, true);
     }
-    sb_add(&b, "]}");
+    textbuf_add(&b, "]}");
     if (b.failed) goto oom;
     free(rows);
     free(totals);

@@ -34,6 +34,7 @@
 
 #include "common/limits.h"
 #include "common/mrd_assert.h"
+#include "common/textbuf.h"
 
 #define CODEC_PROBLEM_TYPE_PREFIX "https://meridian.dev/problems/"
 
@@ -657,48 +658,10 @@ json_t *codec_parse_body(const char *body, size_t len, codec_error *e)
  * tie), integers are %lld. Reals, rare in metadata, are written by
  * jansson itself so their digits stay jansson's. */
 
-typedef struct canon_buf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} canon_buf;
-
-static void canon_reserve(canon_buf *b, size_t more)
+static void canon_string(textbuf *b, const char *s, size_t n)
 {
-    if (b->failed || more < b->cap - b->len)
-        return;
-    size_t cap = b->cap > 0 ? b->cap : 256;
-    while (cap - b->len <= more) {
-        if (cap > SIZE_MAX / 2) {
-            b->failed = true;
-            return;
-        }
-        cap *= 2;
-    }
-    char *p = realloc(b->data, cap);
-    if (p == NULL) {
-        b->failed = true;
-        return;
-    }
-    b->data = p;
-    b->cap = cap;
-}
-
-static void canon_put(canon_buf *b, const char *s, size_t n)
-{
-    canon_reserve(b, n);
-    if (b->failed)
-        return;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-}
-
-static void canon_string(canon_buf *b, const char *s, size_t n)
-{
-    canon_reserve(b, n + 2);
-    if (b->failed)
-        return;
-    b->data[b->len++] = '"';
+    textbuf_reserve(b, n + 2);
+    textbuf_put(b, "\"", 1);
     size_t run = 0; /* start of the bytes not yet written */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -706,7 +669,7 @@ static void canon_string(canon_buf *b, const char *s, size_t n)
             i += unescaped_prefix(s + i + 1, n - i - 1, false);
             continue;
         }
-        canon_put(b, s + run, i - run);
+        textbuf_put(b, s + run, i - run);
         char esc[8];
         size_t k = 2;
         esc[0] = '\\';
@@ -723,11 +686,11 @@ static void canon_string(canon_buf *b, const char *s, size_t n)
             k = 6;
             break;
         }
-        canon_put(b, esc, k);
+        textbuf_put(b, esc, k);
         run = i + 1;
     }
-    canon_put(b, s + run, n - run);
-    canon_put(b, "\"", 1);
+    textbuf_put(b, s + run, n - run);
+    textbuf_put(b, "\"", 1);
 }
 
 typedef struct canon_key {
@@ -749,7 +712,7 @@ static int canon_key_cmp(const void *a, const void *b)
 /* Keys kept on the stack before sorting; larger objects allocate. */
 #define CANON_KEYS_ON_STACK 16
 
-static void canon_value(canon_buf *b, json_t *v, int depth)
+static void canon_value(textbuf *b, json_t *v, int depth)
 {
     if (b->failed)
         return;
@@ -758,9 +721,9 @@ static void canon_value(canon_buf *b, json_t *v, int depth)
         return;
     }
     switch (json_typeof(v)) {
-    case JSON_NULL: canon_put(b, "null", 4); return;
-    case JSON_TRUE: canon_put(b, "true", 4); return;
-    case JSON_FALSE: canon_put(b, "false", 5); return;
+    case JSON_NULL: textbuf_put(b, "null", 4); return;
+    case JSON_TRUE: textbuf_put(b, "true", 4); return;
+    case JSON_FALSE: textbuf_put(b, "false", 5); return;
     case JSON_INTEGER: {
         char num[32];
         int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
@@ -768,7 +731,7 @@ static void canon_value(canon_buf *b, json_t *v, int depth)
             b->failed = true;
             return;
         }
-        canon_put(b, num, (size_t)n);
+        textbuf_put(b, num, (size_t)n);
         return;
     }
     case JSON_REAL: {
@@ -777,7 +740,7 @@ static void canon_value(canon_buf *b, json_t *v, int depth)
             b->failed = true;
             return;
         }
-        canon_put(b, num, strlen(num));
+        textbuf_put(b, num, strlen(num));
         free(num);
         return;
     }
@@ -786,13 +749,13 @@ static void canon_value(canon_buf *b, json_t *v, int depth)
         return;
     case JSON_ARRAY: {
         size_t n = json_array_size(v);
-        canon_put(b, "[", 1);
+        textbuf_put(b, "[", 1);
         for (size_t i = 0; i < n && !b->failed; i++) {
             if (i > 0)
-                canon_put(b, ",", 1);
+                textbuf_put(b, ",", 1);
             canon_value(b, json_array_get(v, i), depth + 1);
         }
-        canon_put(b, "]", 1);
+        textbuf_put(b, "]", 1);
         return;
     }
     case JSON_OBJECT: {
@@ -816,15 +779,15 @@ static void canon_value(canon_buf *b, json_t *v, int depth)
         mrd_assert(i == n);
         if (n > 1)
             qsort(keys, n, sizeof *keys, canon_key_cmp);
-        canon_put(b, "{", 1);
+        textbuf_put(b, "{", 1);
         for (i = 0; i < n && !b->failed; i++) {
             if (i > 0)
-                canon_put(b, ",", 1);
+                textbuf_put(b, ",", 1);
             canon_string(b, keys[i].key, keys[i].len);
-            canon_put(b, ":", 1);
+            textbuf_put(b, ":", 1);
             canon_value(b, keys[i].value, depth + 1);
         }
-        canon_put(b, "}", 1);
+        textbuf_put(b, "}", 1);
         if (keys != on_stack)
             free(keys);
         return;
@@ -836,14 +799,13 @@ static void canon_value(canon_buf *b, json_t *v, int depth)
 char *codec_canonical_json(json_t *v, size_t *len)
 {
     mrd_assert(v != NULL && len != NULL);
-    canon_buf b = {0};
+    textbuf b = {0};
     canon_value(&b, v, 0);
-    canon_put(&b, "", 1); /* the terminating NUL */
-    if (b.failed) {
+    if (b.failed || b.data == NULL) {
         free(b.data);
         return NULL;
     }
-    *len = b.len - 1;
+    *len = b.len;
     return b.data;
 }
 
@@ -1471,9 +1433,9 @@ char *codec_transfer_results_text(const ledger_transfer *events,
                                   const ledger_transfer_result *results, size_t count)
 {
     mrd_assert(count == 0 || (events != NULL && results != NULL));
-    canon_buf b = {0};
-    canon_reserve(&b, 32 + count * 120);
-    canon_put(&b, "{\"results\":[", 12);
+    textbuf b = {0};
+    textbuf_reserve(&b, 32 + count * 120);
+    textbuf_put(&b, "{\"results\":[", 12);
     for (size_t i = 0; i < count && !b.failed; i++) {
         char head[96];
         char id[ID128_TEXT_SIZE];
@@ -1481,22 +1443,22 @@ char *codec_transfer_results_text(const ledger_transfer *events,
         int n = snprintf(head, sizeof head, "%s{\"index\":%" JSON_INTEGER_FORMAT ",\"id\":",
                          i > 0 ? "," : "", (json_int_t)i);
         mrd_assert(n > 0 && (size_t)n < sizeof head);
-        canon_put(&b, head, (size_t)n);
+        textbuf_put(&b, head, (size_t)n);
         canon_string(&b, id, strlen(id));
         const char *name = ledger_transfer_result_name(results[i]);
         if (name == NULL)
             name = "internal";
-        canon_put(&b, ",\"result\":", 10);
+        textbuf_put(&b, ",\"result\":", 10);
         canon_string(&b, name, strlen(name));
         if (results[i] == LEDGER_TRANSFER_OK) {
             n = snprintf(head, sizeof head, ",\"timestamp_us\":%" JSON_INTEGER_FORMAT,
                          (json_int_t)events[i].timestamp_us);
             mrd_assert(n > 0 && (size_t)n < sizeof head);
-            canon_put(&b, head, (size_t)n);
+            textbuf_put(&b, head, (size_t)n);
         }
-        canon_put(&b, "}", 1);
+        textbuf_put(&b, "}", 1);
     }
-    canon_put(&b, "]}", 3); /* with the terminating NUL */
+    textbuf_put(&b, "]}", 2);
     if (b.failed) {
         free(b.data);
         return NULL;
