@@ -1670,38 +1670,32 @@ int store_job_claim(store *s, const char *kind, int interval_ms, int64_t *job_id
     char ms_t[24];
     snprintf(ms_t, sizeof ms_t, "%d", interval_ms);
     const char *vals[2] = {kind, ms_t};
+    /* One round trip: claim the row if due; create it if the kind has no
+     * open row at all (else a database whose row went missing would never
+     * run the job again). Both parts see the same snapshot, so a row that
+     * exists is never doubled; two processes creating at once meet the
+     * unique index, and one row goes through. */
     PGresult *r = PQexecParams(
         s->conn,
-        "UPDATE jobs SET run_at = now() + make_interval(secs => $2::int8 / 1000.0), "
-        "attempts = attempts + 1 WHERE id = (SELECT id FROM jobs WHERE kind = $1 AND "
-        "done_at IS NULL AND run_at <= now() ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
-        "RETURNING id",
+        "WITH claimed AS (UPDATE jobs SET run_at = now() + make_interval(secs => "
+        "$2::int8 / 1000.0), attempts = attempts + 1 WHERE id = (SELECT id FROM jobs "
+        "WHERE kind = $1 AND done_at IS NULL AND run_at <= now() ORDER BY run_at LIMIT 1 "
+        "FOR UPDATE SKIP LOCKED) RETURNING id), "
+        "created AS (INSERT INTO jobs (kind) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM jobs "
+        "WHERE kind = $1 AND done_at IS NULL) ON CONFLICT DO NOTHING RETURNING id) "
+        "SELECT (SELECT id FROM claimed), (SELECT count(*) FROM created)",
         2, NULL, vals, NULL, NULL, 0);
     int rc = -1;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         log_warn(COMP, "cannot claim the %s job: %s", kind, PQerrorMessage(s->conn));
         goto out;
     }
-    if (PQntuples(r) == 1) {
+    if (strcmp(PQgetvalue(r, 0, 1), "0") != 0)
+        log_warn(COMP, "the %s job had no open row: created one", kind);
+    rc = 0;
+    if (!PQgetisnull(r, 0, 0)) {
         *job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         rc = 1;
-        goto out;
-    }
-    PQclear(r);
-    /* Nothing due: is there a row at all? A database whose row went
-     * missing would otherwise never run the job again. Two processes may
-     * race here; the unique index lets one row through. */
-    r = PQexecParams(s->conn,
-                     "INSERT INTO jobs (kind) SELECT $1 WHERE NOT EXISTS "
-                     "(SELECT 1 FROM jobs WHERE kind = $1 AND done_at IS NULL)",
-                     1, NULL, vals, NULL, NULL, 0);
-    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    if (PQresultStatus(r) == PGRES_COMMAND_OK || (state && strcmp(state, "23505") == 0)) {
-        if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "1") == 0)
-            log_warn(COMP, "the %s job had no open row: created one", kind);
-        rc = 0;
-    } else {
-        log_warn(COMP, "cannot create the %s job: %s", kind, PQerrorMessage(s->conn));
     }
 out:
     PQclear(r);
