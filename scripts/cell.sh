@@ -153,19 +153,11 @@ up)
   fi
 
   log "starting etcd (3 members)"
-  # A port probed free can be taken by another run before etcd binds it:
-  # then start afresh on new ports (a few times), anything else is fatal.
-  for attempt in 1 2 3 4; do
-    bash "$here/etcd.sh" init "$dir/etcd" 3 >/dev/null
-    bash "$here/etcd.sh" start "$dir/etcd" >/dev/null 2>"$dir/etcd.start.log" && break
-    if [ "$attempt" -lt 4 ] && grep -q "address already in use" "$dir/etcd.start.log"; then
-      log "etcd: a chosen port was taken meanwhile; retrying on other ports"
-      bash "$here/etcd.sh" stop "$dir/etcd" >/dev/null 2>&1 || true
-      rm -rf "$dir/etcd"
-      continue
-    fi
-    cat "$dir/etcd.start.log" >&2; die "etcd did not start"
-  done
+  # etcd.sh start retries on other ports itself when a probed port was
+  # taken before etcd bound it.
+  bash "$here/etcd.sh" init "$dir/etcd" 3 >/dev/null
+  bash "$here/etcd.sh" start "$dir/etcd" >/dev/null 2>"$dir/etcd.start.log" \
+    || { cat "$dir/etcd.start.log" >&2; die "etcd did not start"; }
   ETCD_ENDPOINTS=$(bash "$here/etcd.sh" endpoints "$dir/etcd")
   NODES=""
   {

@@ -97,7 +97,8 @@ wait_gone() {
 # Words to put before etcd's command line: nice -10 and the best-effort
 # I/O class's highest level when running as root, nothing otherwise.
 etcd_priority() {
-  if [ "$(id -u)" = 0 ]; then echo "nice -n -10 ionice -c2 -n0"; fi
+  # ionice -t: run anyway where the I/O class cannot be set (containers).
+  if [ "$(id -u)" = 0 ]; then echo "nice -n -10 ionice -t -c2 -n0"; fi
 }
 
 start_member() {
@@ -129,11 +130,23 @@ start_member() {
     --election-timeout "$el" \
     --logger zap --log-outputs stderr \
     >>"$dir/$name.log" 2>&1 </dev/null &
-  echo $! > "$dir/$name.pid"
+  local pid=$! i
+  echo "$pid" > "$dir/$name.pid"
+  # Until the forked shell has exec'd etcd, /proc/PID/cmdline is this
+  # script's and member_pid would take the member for dead: wait for the
+  # exec (or the exit), at most 5 s.
+  for i in $(seq 1 500); do
+    [ -n "$(member_pid "$dir" "$name")" ] && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.01
+  done
 }
 
+# Returns 1 with EXITED set to the member's name when a member exits
+# during start; dies when the cluster is not healthy in time.
 wait_healthy() {
   local dir=$1 deadline name pid eps ok
+  EXITED=""
   deadline=$(( $(date +%s) + ${MERIDIAN_ETCD_START_TIMEOUT_S:-30} ))
   while :; do
     eps=""; ok=1
@@ -141,8 +154,8 @@ wait_healthy() {
       [ -f "$dir/$name.pid" ] || continue
       pid=$(member_pid "$dir" "$name")
       if [ -z "$pid" ]; then
-        tail -20 "$dir/$name.log" >&2 || true
-        die "etcd member $name in $dir exited during start (log above: $dir/$name.log)"
+        EXITED=$name
+        return 1
       fi
       eps="$eps${eps:+,}http://127.0.0.1:$(client_port "$name")"
     done
@@ -171,19 +184,9 @@ stop_member() {
   rm -f "$dir/$name.pid"
 }
 
-cmd=${1:-}; shift || true
-case "$cmd" in
-init)
-  dir=$(realpath -m "${1:?usage: etcd.sh init DIR [N]}")
-  n=${2:-3}
-  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_MEMBERS" ] \
-    || die "member count must be 1..$MAX_MEMBERS, got '$n'"
-  [ -e "$dir/env" ] && die "$dir already holds a cluster; stop and remove it first"
-  mkdir -p "$dir"; chmod 700 "$dir"
-  hb=${MERIDIAN_ETCD_HEARTBEAT_MS:-100}; el=${MERIDIAN_ETCD_ELECTION_MS:-1000}
-  [[ "$hb" =~ ^[0-9]+$ && "$el" =~ ^[0-9]+$ ]] || die "heartbeat/election must be integers (ms)"
-  [ "$el" -ge $(( 5 * hb )) ] || die "election timeout ($el ms) must be at least 5x the heartbeat ($hb ms)"
-  members=""; endpoints=""; cluster=""; ports=""
+# Choose ports for N members and write DIR/env (see the header).
+write_env() {
+  local dir=$1 n=$2 hb=$3 el=$4 i name cp pp members="" endpoints="" cluster="" ports="" token
   for i in $(seq 1 "$n"); do
     name="e$i"; free_port; cp=$PORT; free_port; pp=$PORT
     members="$members${members:+ }$name"
@@ -201,16 +204,60 @@ init)
     echo "HEARTBEAT_MS=$hb"
     echo "ELECTION_MS=$el"
   } > "$dir/env"
+}
+
+# Start every member of DIR and wait until the cluster is healthy. A port
+# probed free at init can be taken by another process before etcd binds
+# it: while the cluster has never been up (no DIR/started), start afresh
+# on new ports, a few times. Any other failure is fatal.
+start_all() {
+  local dir=$1 attempt name n hb el
+  for attempt in 1 2 3 4; do
+    for name in $MEMBERS; do start_member "$dir" "$name"; done
+    if wait_healthy "$dir"; then : > "$dir/started"; return 0; fi
+    if [ "$attempt" -lt 4 ] && [ ! -e "$dir/started" ] \
+       && grep -qs "address already in use" "$dir"/*.log; then
+      echo "etcd.sh: a port chosen for $dir was taken meanwhile; starting on other ports" >&2
+      for name in $MEMBERS; do stop_member "$dir" "$name"; done
+      for name in $MEMBERS; do
+        rm -rf "${dir:?}/$name.etcd"; mv -f "$dir/$name.log" "$dir/$name.log.$attempt" 2>/dev/null || true
+      done
+      n=$(echo "$MEMBERS" | wc -w); hb=$HEARTBEAT_MS; el=$ELECTION_MS
+      write_env "$dir" "$n" "$hb" "$el"
+      load_env "$dir"
+      continue
+    fi
+    tail -20 "$dir/$EXITED.log" >&2 || true
+    die "etcd member $EXITED in $dir exited during start (log above: $dir/$EXITED.log)"
+  done
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+init)
+  dir=$(realpath -m "${1:?usage: etcd.sh init DIR [N]}")
+  n=${2:-3}
+  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_MEMBERS" ] \
+    || die "member count must be 1..$MAX_MEMBERS, got '$n'"
+  [ -e "$dir/env" ] && die "$dir already holds a cluster; stop and remove it first"
+  mkdir -p "$dir"; chmod 700 "$dir"
+  hb=${MERIDIAN_ETCD_HEARTBEAT_MS:-100}; el=${MERIDIAN_ETCD_ELECTION_MS:-1000}
+  [[ "$hb" =~ ^[0-9]+$ && "$el" =~ ^[0-9]+$ ]] || die "heartbeat/election must be integers (ms)"
+  [ "$el" -ge $(( 5 * hb )) ] || die "election timeout ($el ms) must be at least 5x the heartbeat ($hb ms)"
+  write_env "$dir" "$n" "$hb" "$el"
   ;;
 start)
   dir=$(realpath "${1:?usage: etcd.sh start DIR [MEMBER]}")
   load_env "$dir"
   if [ -n "${2:-}" ]; then
     check_member "$2"; start_member "$dir" "$2"
+    wait_healthy "$dir" || {
+      tail -20 "$dir/$EXITED.log" >&2 || true
+      die "etcd member $EXITED in $dir exited during start (log above: $dir/$EXITED.log)"
+    }
   else
-    for name in $MEMBERS; do start_member "$dir" "$name"; done
+    start_all "$dir"
   fi
-  wait_healthy "$dir"
   ;;
 stop)
   dir=$(realpath -m "${1:?usage: etcd.sh stop DIR [MEMBER]}")
