@@ -44,11 +44,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -141,6 +143,9 @@ struct store {
     /* The session settings of session_setup are in force on the current
      * connection. Cleared with prepared. */
     bool session_ready;
+    /* store_set_abandon. */
+    store_abandon_fn abandon;
+    void *abandon_arg;
 };
 
 /* ------------------------------------------------------------------ */
@@ -673,6 +678,47 @@ static store_status classify(store *s, const PGresult *r, const char *what)
     return STORE_FATAL;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void store_set_abandon(store *s, store_abandon_fn fn, void *arg)
+{
+    mrd_assert(s);
+    s->abandon = fn;
+    s->abandon_arg = arg;
+}
+
+/* Before a PQgetResult that would block: wait for the server's answer,
+ * asking the abandon hook every STORE_ABANDON_POLL_MS. When it says
+ * give up, the socket is shut down, so libpq sees the connection end
+ * and the caller's usual lost-connection path runs (the result it then
+ * reads is libpq's error). Without a hook, returns at once. */
+static void await_result(store *s, const char *what)
+{
+    if (!s->abandon) return;
+    while (!conn_lost(s) && PQisBusy(s->conn)) {
+        struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
+        if (p.fd < 0) return;
+        int rc = poll(&p, 1, STORE_ABANDON_POLL_MS);
+        if (rc < 0 && errno != EINTR) return; /* PQgetResult reports it */
+        if (rc > 0) {
+            if (!PQconsumeInput(s->conn)) return;
+            continue;
+        }
+        if (rc == 0 && s->abandon(s->abandon_arg)) {
+            log_warn(COMP, "no answer from the database during %s, and its owner gave up "
+                           "waiting (the leader moved): closing the connection", what);
+            shutdown(p.fd, SHUT_RDWR);
+            (void)PQconsumeInput(s->conn); /* sees EOF: CONNECTION_BAD */
+            return;
+        }
+    }
+}
+
 /* Name of query q's prepared statement. */
 static void query_name(query_id q, char name[16])
 {
@@ -753,6 +799,7 @@ static store_status pipeline_run(store *s, const stmt *st, int n, PGresult **out
     for (int i = 0; i < sent && !broken; i++) {
         PGresult **dst = slot[i].prepare ? &prep[slot[i].stmt] : &out[slot[i].stmt];
         int k = 0;
+        await_result(s, st[slot[i].stmt].what);
         for (PGresult *r; (r = PQgetResult(s->conn)) != NULL;) {
             if (k++ == 0) *dst = r;
             else PQclear(r);
@@ -761,6 +808,7 @@ static store_status pipeline_run(store *s, const stmt *st, int n, PGresult **out
         if (!*dst || conn_lost(s)) broken = true;
     }
     if (!broken && !conn_lost(s)) {
+        await_result(s, "sync");
         PGresult *r = PQgetResult(s->conn);
         if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) broken = true;
         PQclear(r);
@@ -1538,6 +1586,66 @@ fail:
 /* ------------------------------------------------------------------ */
 /* Settling an ambiguous commit, expiry                                */
 
+/* Commit a transaction of our own that writes WAL (a transactional
+ * logical-decoding message, which no reader sees) and wait for the
+ * synchronous standbys to confirm it, at most STORE_SETTLE_BARRIER_MS.
+ * (A transaction that writes no WAL does not wait at all, and
+ * statement_timeout does not cover the wait inside COMMIT.) Past the
+ * bound the wait is cancelled (PQcancel): the server then warns that
+ * the commit may not be replicated (notice_receiver) and answers. WAL
+ * is ordered, so a confirmed barrier confirms every commit before it.
+ * Returns 0 confirmed, -1 not. */
+static int durable_barrier(store *s)
+{
+    s->syncrep_warning = false;
+    if (!PQsendQuery(s->conn, "BEGIN; SELECT pg_logical_emit_message(true, 'meridian', "
+                              "'settle'); COMMIT")) {
+        log_warn(COMP, "durability barrier not sent: %s", PQerrorMessage(s->conn));
+        return -1;
+    }
+    int64_t deadline = mono_ms() + STORE_SETTLE_BARRIER_MS;
+    bool cancelled = false;
+    while (!conn_lost(s) && PQisBusy(s->conn)) {
+        int64_t left = deadline - mono_ms();
+        struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
+        int rc = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (rc < 0 && errno != EINTR) break;
+        if (rc > 0) {
+            if (!PQconsumeInput(s->conn)) break;
+            continue;
+        }
+        if (rc == 0 && !cancelled) {
+            char why[256] = "";
+            PGcancel *c = PQgetCancel(s->conn);
+            if (!c || !PQcancel(c, why, sizeof why))
+                log_warn(COMP, "cannot cancel the durability barrier: %s", why);
+            PQfreeCancel(c);
+            cancelled = true;
+            deadline = mono_ms() + STORE_SETTLE_BARRIER_MS; /* for the answer */
+        } else if (rc == 0) {
+            break; /* no answer to the cancel either: give the connection up */
+        }
+    }
+    int rc = 0;
+    if (PQisBusy(s->conn) && !conn_lost(s)) {
+        shutdown(PQsocket(s->conn), SHUT_RDWR);
+        (void)PQconsumeInput(s->conn);
+    }
+    for (PGresult *r; (r = PQgetResult(s->conn)) != NULL; PQclear(r)) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+            log_warn(COMP, "durability barrier failed: %s", PQresultErrorMessage(r));
+            rc = -1;
+        }
+    }
+    if (cancelled || s->syncrep_warning || conn_lost(s)) rc = -1;
+    if (!conn_lost(s) && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
+        PGresult *r = PQexec(s->conn, "ROLLBACK");
+        PQclear(r);
+    }
+    s->syncrep_warning = false;
+    return rc;
+}
+
 int store_batch_committed(store *s, const store_request *reqs, size_t n)
 {
     mrd_assert(s);
@@ -1622,6 +1730,12 @@ int store_batch_committed(store *s, const store_request *reqs, size_t n)
          * equivalent sweep did); fewer means ours did not, and running
          * it again is harmless. */
         out = (size_t)expired == want_expired;
+    }
+    if (out == 1 && durable_barrier(s) != 0) {
+        log_warn(COMP, "ambiguous commit found on the server but not yet confirmed by its "
+                       "synchronous standbys: asking again");
+        out = -1;
+        goto out;
     }
     log_info(COMP, "ambiguous commit settled: %s", out ? "committed" : "not committed");
 out:
@@ -1735,8 +1849,7 @@ int store_wait_global(store *s, const char *standby_names, int timeout_ms)
     PQclear(r);
     const char *names = standby_names != NULL && standby_names[0] != '\0' ? standby_names : NULL;
     const char *vals[2] = {lsn, names};
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t start_ms = mono_ms();
     for (;;) {
         r = PQexecParams(s->conn,
                          "SELECT count(*) FROM pg_stat_replication WHERE flush_lsn >= $1::pg_lsn "
@@ -1752,10 +1865,7 @@ int store_wait_global(store *s, const char *standby_names, int timeout_ms)
             log_warn(COMP, "cannot read pg_stat_replication: %s", PQerrorMessage(s->conn));
             return -1;
         }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        int64_t elapsed_ms = (int64_t)(now.tv_sec - start.tv_sec) * 1000 +
-                             (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (elapsed_ms >= timeout_ms) return -1;
+        if (mono_ms() - start_ms >= timeout_ms) return -1;
         usleep(2000); /* bounded by timeout_ms */
     }
 }

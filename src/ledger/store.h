@@ -81,6 +81,19 @@ int store_reconnect_dsn(store *s, const char *dsn);
  * check off. */
 void store_set_fence(store *s, int64_t epoch);
 
+/* Abandoning a commit that waits on a silent server. While the store
+ * waits for a result of the write pipeline it polls the connection and,
+ * every STORE_ABANDON_POLL_MS without an answer, calls fn(arg); true
+ * closes the connection, so the wait ends as a lost connection
+ * (STORE_CONN, or STORE_AMBIGUOUS once COMMIT was sent) instead of
+ * lasting as long as the network stays silent (a black-holed link
+ * answers nothing and TCP never times out through a proxy). The batcher
+ * says true once etcd names a leader of another epoch. fn runs on the
+ * committing thread. NULL (the default) waits as long as libpq does. */
+#define STORE_ABANDON_POLL_MS 100
+typedef bool (*store_abandon_fn)(void *arg);
+void store_set_abandon(store *s, store_abandon_fn fn, void *arg);
+
 /* Apply reqs[0..n) in one transaction (see the file comment), using b as
  * scratch (reset inside). now_us is the commit's clock. On STORE_OK every
  * result array is filled and the transaction is committed. On any other
@@ -90,7 +103,17 @@ store_status store_commit_batch(store *s, ledger_batch *b, store_request *reqs,
 
 /* After STORE_AMBIGUOUS and a reconnect: did that batch commit? Looks up
  * the ids the engine had applied. Returns 1 committed, 0 not committed
- * (safe to run again), -1 cannot tell (connection still down). */
+ * (safe to run again), -1 cannot tell (connection still down, or the
+ * rows are there but not yet confirmed durable).
+ * "Committed" is only answered once the rows are as durable as an
+ * acknowledged commit: a commit whose wait for the synchronous standbys
+ * was cut short (the connection died during it) is visible on the
+ * server although no standby may hold it. So before answering 1 the
+ * store commits a transaction of its own (one that writes nothing but
+ * its commit record) and waits, at most STORE_SETTLE_BARRIER_MS, for the
+ * standbys to confirm it; WAL is ordered, so that confirms the batch
+ * too. Not confirmed in time: -1, and the caller asks again. */
+#define STORE_SETTLE_BARRIER_MS 2000
 int store_batch_committed(store *s, const store_request *reqs, size_t n);
 
 /* Ids of pending transfers whose timeout passed at now_us, at most max.

@@ -98,6 +98,7 @@ typedef struct worker {
     bool started;
     store *st;
     uint64_t route_generation; /* route the connection was opened for */
+    int64_t route_epoch;       /* and its epoch (0: static route) */
     ledger_batch *lb;
     job **jobs;           /* taken for the current batch */
     store_request *reqs;  /* copies of their requests */
@@ -398,6 +399,21 @@ static int connect_to(batcher *b, store *st, uint64_t *generation, const route_s
     return store_reconnect_dsn(st, dsn);
 }
 
+/* The abandon hook of a worker's store (store_set_abandon): a commit
+ * still waiting for its old leader is given up once etcd names a leader
+ * of another epoch, since the old one will never answer through a silent
+ * network and is fenced anyway. The batch is then settled on the new
+ * leader like any commit whose connection broke. */
+static bool leader_moved(void *arg)
+{
+    worker *w = arg;
+    if (!route_is_etcd(w->owner->route)) return false;
+    route_snapshot snap;
+    route_current(w->owner->route, &snap);
+    return snap.has_leader && snap.generation != w->route_generation &&
+           snap.epoch != w->route_epoch;
+}
+
 /* Reconnect to the current leader, waiting for etcd to name one when
  * there is none, with backoff, until deadline_us (monotonic). A change of
  * the route cuts the backoff short. Returns 0 or -1. */
@@ -412,6 +428,7 @@ static int reconnect_until(worker *w, int64_t deadline_us, int *tries)
             return -1;
         }
         (*tries)++;
+        w->route_epoch = snap.epoch;
         if (connect_to(b, w->st, &w->route_generation, &snap) == 0) return 0;
         if (mono_us() >= deadline_us) return -1;
         int64_t wait_us = backoff_us < deadline_us - mono_us() ? backoff_us
@@ -780,7 +797,9 @@ batcher *batcher_start(const batcher_config *cfg, char *err, size_t err_size)
             goto fail;
         }
         w->route_generation = snap.generation;
-        store_set_fence(w->st, etcd ? snap.epoch : 0);
+        w->route_epoch = etcd ? snap.epoch : 0;
+        store_set_fence(w->st, w->route_epoch);
+        store_set_abandon(w->st, leader_moved, w);
         w->lb = ledger_batch_create(b->batch_capacity);
         w->jobs = calloc(b->batch_capacity, sizeof *w->jobs);
         w->reqs = calloc(b->batch_capacity, sizeof *w->reqs);

@@ -696,6 +696,116 @@ static void test_batch_committed_settles(void **state)
     store_free(st);
 }
 
+/* ---- A commit whose wait for the synchronous standbys never ends.
+ *
+ * synchronous_standby_names names a standby that does not exist, so a
+ * COMMIT waits forever, as it does when a primary has lost its standbys
+ * or its network went silent. Checked: (1) the abandon hook ends the
+ * wait as STORE_AMBIGUOUS instead of hanging; (2) once the server cuts
+ * that wait short (the backend is terminated) the rows are visible
+ * although no standby holds them, and store_batch_committed must not
+ * call them committed; (3) once commits are confirmed again, it does. */
+
+#define GHOST_STANDBY "meridian_itest_ghost"
+#define ABANDON_AFTER_MS 300
+#define GHOST_WAIT_MS 10000 /* bound on the harness's own waits */
+
+/* ALTER SYSTEM synchronous_standby_names and wait until new sessions
+ * see it (a reload is asynchronous). Returns 0 or -1. */
+static int set_sync_names(const char *value)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "ALTER SYSTEM SET synchronous_standby_names = '%s'", value);
+    PGresult *r = PQexec(g_pg, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    r = PQexec(g_pg, "SELECT pg_reload_conf()");
+    ok = ok && PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    if (!ok) return -1;
+    for (int64_t end = tl_now_ms() + GHOST_WAIT_MS; tl_now_ms() < end; tl_sleep_ms(50)) {
+        PGconn *c = PQconnectdb(g_dsn);
+        r = PQexec(c, "SHOW synchronous_standby_names");
+        bool seen = PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), value);
+        PQclear(r);
+        PQfinish(c);
+        if (seen) return 0;
+    }
+    return -1;
+}
+
+static int reset_sync_names(void **state)
+{
+    (void)state;
+    return set_sync_names("");
+}
+
+typedef struct abandon_probe {
+    int64_t after_ms; /* tl_now_ms() past which the hook says give up */
+    int calls;
+} abandon_probe;
+
+static bool abandon_after(void *arg)
+{
+    abandon_probe *p = arg;
+    p->calls++;
+    return tl_now_ms() >= p->after_ms;
+}
+
+static void test_unconfirmed_commit_is_abandoned_and_not_settled(void **state)
+{
+    (void)state;
+    ledger_account acc[2] = {mk_account(0), mk_account(0)};
+    create_accounts(acc, 2);
+    /* Its own application_name: the batcher's expiry thread commits
+     * (and waits) meanwhile too. */
+    char dsn[512], err[256] = "";
+    snprintf(dsn, sizeof dsn, "%s application_name=" GHOST_STANDBY "_client", g_dsn);
+    store *st = store_connect(dsn, err, sizeof err);
+    assert_non_null(st);
+    ledger_batch *lb = ledger_batch_create(16);
+    assert_non_null(lb);
+
+    assert_int_equal(set_sync_names(GHOST_STANDBY), 0);
+    abandon_probe probe = {.after_ms = tl_now_ms() + ABANDON_AFTER_MS};
+    store_set_abandon(st, abandon_after, &probe);
+    ledger_transfer t = mk_transfer(&acc[0].id, &acc[1].id, 7, 0);
+    ledger_transfer_result res = LEDGER_TRANSFER_OK;
+    store_request req = {.kind = STORE_REQ_TRANSFERS, .count = 1, .transfers = &t,
+                         .transfer_results = &res};
+    /* (1) COMMIT was sent and never answered: ambiguous, not a hang. */
+    assert_int_equal(store_commit_batch(st, lb, &req, 1, tl_wall_us()), STORE_AMBIGUOUS);
+    assert_true(probe.calls >= 1);
+    assert_int_equal(res, LEDGER_TRANSFER_OK); /* what the engine applied */
+
+    /* (2) The server is still waiting for the standby; cut that short,
+     * as a restart or an operator would: the commit becomes visible. */
+    char pred[] = "datname = current_database() AND wait_event = 'SyncRep' AND "
+                  "application_name = '" GHOST_STANDBY "_client'";
+    int64_t waiting = 0;
+    for (int64_t end = tl_now_ms() + GHOST_WAIT_MS; waiting == 0 && tl_now_ms() < end;
+         tl_sleep_ms(20))
+        waiting = q_i64("SELECT count(*) FROM pg_stat_activity WHERE %s", pred);
+    assert_int_equal(waiting, 1);
+    assert_int_equal(q_i64("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                           "WHERE %s", pred),
+                     1);
+    int64_t seen = 0;
+    for (int64_t end = tl_now_ms() + GHOST_WAIT_MS; seen == 0 && tl_now_ms() < end;
+         tl_sleep_ms(20))
+        seen = transfer_count(&t.id);
+    assert_int_equal(seen, 1);
+    assert_int_equal(store_reconnect(st), 0);
+    assert_int_equal(store_batch_committed(st, &req, 1), -1); /* not known durable */
+
+    /* (3) Commits are confirmed again (no standby required): settled. */
+    assert_int_equal(set_sync_names(""), 0);
+    assert_int_equal(store_batch_committed(st, &req, 1), 1);
+    expect_balances(&acc[0].id, 0, 7, 0, 0);
+    ledger_batch_free(lb);
+    store_free(st);
+}
+
 static void test_stop_refuses_new_requests(void **state)
 {
     (void)state;
@@ -721,6 +831,8 @@ int main(void)
         cmocka_unit_test(test_terminated_connections_reconnect),
         cmocka_unit_test(test_large_request),
         cmocka_unit_test(test_batch_committed_settles),
+        cmocka_unit_test_teardown(test_unconfirmed_commit_is_abandoned_and_not_settled,
+                                  reset_sync_names),
         cmocka_unit_test(test_stop_refuses_new_requests),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
