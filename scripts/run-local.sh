@@ -64,6 +64,13 @@ EOF
 
 # Wait until Ctrl-C; notice when the lab is taken down from elsewhere
 # (`meridianctl lab down`).
-while bash "$labsh" env >/dev/null 2>&1; do sleep 2; done
+# A check killed by the same signal as this script (Ctrl-C reaches the
+# whole process group) exits above 128: that is not "the lab is gone",
+# and the trap must still take the lab down.
+while :; do
+  rc=0; bash "$labsh" env >/dev/null 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ]; then break; fi
+  sleep 2
+done
 up=0
 echo "run-local: the lab was taken down elsewhere; exiting" >&2
