@@ -18,6 +18,9 @@
 #   BENCH_WARMUP_SECONDS [2]     unmeasured closed-loop warm-up
 #   BENCH_MERIDIAND_SETTINGS []  extra meridiand config, comma-separated
 #                           key=value (e.g. "workers=2,commit_wait_us=2000")
+#   BENCH_PG_SETTINGS []    extra postgresql.conf lines for the primary and
+#                           the standby, comma-separated key=value
+#                           (e.g. "wal_compression=on,log_autovacuum_min_duration=0")
 #   BENCH_KEEP [0]          1: keep the temporary directory (data, logs)
 #   BENCH_PGBENCH_ONLY [0]  1: stop after the baseline (no meridiand needed)
 #   BENCH_DRILL_RUNS [5]    runs of the failover drill (0: skip it)
@@ -70,6 +73,7 @@ WARMUP=${BENCH_WARMUP_SECONDS:-2}
 KEEP=${BENCH_KEEP:-0}
 PGBENCH_ONLY=${BENCH_PGBENCH_ONLY:-0}
 MERIDIAND_SETTINGS=${BENCH_MERIDIAND_SETTINGS:-}
+PG_SETTINGS=${BENCH_PG_SETTINGS:-}
 SEED=${BENCH_SEED:-$RANDOM}
 
 MERIDIAND="$BUILD/meridiand"
@@ -85,6 +89,13 @@ for n in CLIENTS MCLIENTS SECONDS_RUN ACCOUNTS METADATA_BYTES SCALE WARMUP; do
   [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, not '${!n}'"
 done
 [[ $RATE =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BENCH_RATE must be a number, not '$RATE'"
+if [ -n "$PG_SETTINGS" ]; then
+  IFS=, read -r -a kvs <<<"$PG_SETTINGS"
+  for kv in "${kvs[@]}"; do
+    [[ $kv =~ ^[a-z_0-9]+=[A-Za-z0-9_.-]+$ ]] \
+      || die "BENCH_PG_SETTINGS: '$kv' is not key=value (value: letters, digits, . _ -)"
+  done
+fi
 if [ "$PGBENCH_ONLY" != 1 ]; then
   for f in "$MERIDIAND" "$MERIDIANCTL" "$LOADGEN"; do
     [ -x "$f" ] || die "$f not found; build first (make build, or cmake --build $BUILD)"
@@ -159,6 +170,22 @@ trap cleanup EXIT
 trap 'echo "bench: interrupted" >&2; exit 130' INT TERM
 
 psql_p() { "$PG" psql "$PRIMARY" -qAt "$@"; }
+psql_s() { "$PG" psql "$STANDBY" -qAt "$@"; }
+# Before a measured phase: a checkpoint on the primary and, once the
+# standby has replayed it, a restartpoint on the standby, so neither
+# node writes out the previous phase's pages during the next one (a
+# standby's restartpoint triggered by the closed loop's WAL ran through
+# the open loop and its writes stalled the standby's WAL flushes).
+checkpoint_both() {
+  local db=${1:-postgres} lsn i
+  psql_p -d "$db" -c CHECKPOINT >/dev/null
+  lsn=$(psql_p -c "SELECT pg_current_wal_lsn()")
+  for i in $(seq 1 300); do
+    [ "$(psql_s -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'::pg_lsn")" = t ] && break
+    sleep 0.1
+  done
+  psql_s -c CHECKPOINT >/dev/null
+}
 
 # "events commits commit_seconds" from meridiand's /metrics (0s if absent),
 # to report how well requests were batched into commits.
@@ -182,6 +209,15 @@ free_port() {
 # --- 1. PostgreSQL: primary + one synchronous standby.
 phase "PostgreSQL 15 primary + synchronous standby in $WORK"
 "$PG" init "$PRIMARY"
+if [ -n "$PG_SETTINGS" ]; then
+  # The standby is a copy of the primary (pg_basebackup): it gets them too.
+  echo "# --- bench/run.sh: BENCH_PG_SETTINGS" >> "$PRIMARY/data/postgresql.conf"
+  IFS=, read -r -a kvs <<<"$PG_SETTINGS"
+  for kv in "${kvs[@]}"; do
+    echo "${kv%%=*} = '${kv#*=}'" >> "$PRIMARY/data/postgresql.conf"
+  done
+  note "PostgreSQL settings added (primary and standby): $PG_SETTINGS"
+fi
 "$PG" start "$PRIMARY"
 "$PG" standby "$STANDBY" "$PRIMARY" s1
 "$PG" start "$STANDBY"
@@ -207,7 +243,7 @@ phase "pgbench: init scale $SCALE"
 PGB=("$PGBIN/pgbench" -h 127.0.0.1 -p "$(sed -n 's/^PGPORT=//p' "$PRIMARY/env")" -U postgres)
 run_child "${PGB[@]}" -i -q -s "$SCALE" pgbench >"$WORK/pgbench-init.log" 2>&1 \
   || { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
-psql_p -c CHECKPOINT >/dev/null
+checkpoint_both
 phase "pgbench: TPC-B-like, $CLIENTS clients, $SECONDS_RUN s, prepared"
 run_child "${PGB[@]}" -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -M prepared -P 5 pgbench \
   >"$WORK/pgbench.log" 2> >(tee "$WORK/pgbench-progress.log" >&2) \
@@ -265,7 +301,7 @@ done
 LG=("$LOADGEN" --url "$URL" --key "$KEY" --seed "$SEED" --accounts "$ACCOUNTS" --metadata-bytes "$METADATA_BYTES")
 phase "meridiand: creating $ACCOUNTS accounts"
 run_child "${LG[@]}" --create-accounts "$ACCOUNTS" >/dev/null || die "account creation failed (see above)"
-psql_p -d meridian -c CHECKPOINT >/dev/null
+checkpoint_both meridian
 
 # --- 4. Closed loop, same number of clients as pgbench.
 phase "loadgen closed loop: $MCLIENTS clients, ${WARMUP} s warm-up + $SECONDS_RUN s, 1 transfer/request, ~$METADATA_BYTES B metadata"
@@ -285,7 +321,7 @@ fi
 kill -0 "$MERIDIAND_PID" 2>/dev/null || { tail -30 "$WORK/meridiand.log" >&2; die "meridiand died during the closed-loop run"; }
 
 # --- 5. Open loop at the peak rate.
-psql_p -d meridian -c CHECKPOINT >/dev/null
+checkpoint_both meridian
 phase "loadgen open loop: $RATE transfers/s for $SECONDS_RUN s"
 set +e
 run_child "${LG[@]}" --open --rate "$RATE" --seconds "$SECONDS_RUN" --json >"$WORK/open.json"
@@ -314,7 +350,7 @@ O=$(cat "$WORK/open.json")
 RESULT=$(jq -cn --argjson c "$C" --argjson o "$O" \
   --argjson pg "$PGBENCH_TPS" --argjson pglat "${PGBENCH_LAT_MS:-null}" \
   --argjson pgfail "${PGBENCH_FAILED:-0}" \
-  --arg msettings "$MERIDIAND_SETTINGS" \
+  --arg msettings "$MERIDIAND_SETTINGS" --arg pgsettings "$PG_SETTINGS" \
   --argjson clients "$CLIENTS" --argjson mclients "$MCLIENTS" --argjson seconds "$SECONDS_RUN" --argjson rate "$RATE" \
   --argjson accounts "$ACCOUNTS" --argjson meta "$METADATA_BYTES" --argjson scale "$SCALE" \
   --arg sync "$sync_state" --arg sync_after "$sync_after" \
@@ -328,7 +364,7 @@ RESULT=$(jq -cn --argjson c "$C" --argjson o "$O" \
      p50_ms: $c.p50_ms, p99_ms: $c.p99_ms, p999_ms: $c.p999_ms,
      p50_ms_at_peak: $o.p50_ms, p99_ms_at_peak: $o.p99_ms, p999_ms_at_peak: $o.p999_ms,
      peak_rate_per_s: $rate, peak_achieved_per_s: $o.transfers_per_s,
-     clients: $clients, meridian_clients: $mclients, meridiand_settings: $msettings, seconds: $seconds, accounts: $accounts, metadata_bytes: $meta,
+     clients: $clients, meridian_clients: $mclients, meridiand_settings: $msettings, pg_settings: $pgsettings, seconds: $seconds, accounts: $accounts, metadata_bytes: $meta,
      errors: ($c.errors + $o.errors), errors_closed: $c.errors, errors_peak: $o.errors,
      pgbench_latency_avg_ms: $pglat, pgbench_failed: $pgfail, pgbench_scale: $scale,
      sync_state: $sync, sync_state_after: $sync_after,
