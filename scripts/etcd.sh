@@ -210,13 +210,25 @@ write_env() {
 # probed free at init can be taken by another process before etcd binds
 # it: while the cluster has never been up (no DIR/started), start afresh
 # on new ports, a few times. Any other failure is fatal.
+# Whether a member's log says, after byte offset $3, that a port was taken.
+port_taken_since() {
+  [ -f "$1/$2.log" ] && tail -c "+$(( $3 + 1 ))" "$1/$2.log" | grep -q "address already in use"
+}
+
 start_all() {
-  local dir=$1 attempt name n hb el
+  local dir=$1 attempt name n hb el taken
+  local -A logsize
   for attempt in 1 2 3 4; do
-    for name in $MEMBERS; do start_member "$dir" "$name"; done
+    for name in $MEMBERS; do
+      logsize[$name]=$(stat -c %s "$dir/$name.log" 2>/dev/null || echo 0)
+      start_member "$dir" "$name"
+    done
     if wait_healthy "$dir"; then : > "$dir/started"; return 0; fi
-    if [ "$attempt" -lt 4 ] && [ ! -e "$dir/started" ] \
-       && grep -qs "address already in use" "$dir"/*.log; then
+    taken=0
+    for name in $MEMBERS; do
+      port_taken_since "$dir" "$name" "${logsize[$name]}" && taken=1
+    done
+    if [ "$attempt" -lt 4 ] && [ ! -e "$dir/started" ] && [ "$taken" = 1 ]; then
       echo "etcd.sh: a port chosen for $dir was taken meanwhile; starting on other ports" >&2
       for name in $MEMBERS; do stop_member "$dir" "$name"; done
       for name in $MEMBERS; do
@@ -255,6 +267,7 @@ start)
       tail -20 "$dir/$EXITED.log" >&2 || true
       die "etcd member $EXITED in $dir exited during start (log above: $dir/$EXITED.log)"
     }
+    : > "$dir/started"
   else
     start_all "$dir"
   fi

@@ -692,28 +692,48 @@ void store_set_abandon(store *s, store_abandon_fn fn, void *arg)
     s->abandon_arg = arg;
 }
 
-/* Before a PQgetResult that would block: wait for the server's answer,
- * asking the abandon hook every STORE_ABANDON_POLL_MS. When it says
- * give up, the socket is shut down, so libpq sees the connection end
- * and the caller's usual lost-connection path runs (the result it then
- * reads is libpq's error). Without a hook, returns at once. */
+/* Wait until a result can be read without blocking (PQisBusy false) or
+ * timeout_ms passes. PQconsumeInput runs before every check: it also
+ * drains data that TLS already decrypted into its own buffer, which
+ * poll on the socket would never report. Returns 1 ready, 0 timed out,
+ * -1 the connection failed (the next PQgetResult reports it). */
+static int wait_ready(store *s, int timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (;;) {
+        if (conn_lost(s) || !PQconsumeInput(s->conn)) return -1;
+        if (!PQisBusy(s->conn)) return 1;
+        int64_t left = deadline - mono_ms();
+        if (left <= 0) return 0;
+        struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
+        if (p.fd < 0) return -1;
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR) return -1;
+    }
+}
+
+/* Make the connection fail at once: libpq then sees the end of the
+ * stream and the caller's usual lost-connection path runs. */
+static void drop_connection(store *s)
+{
+    if (conn_lost(s)) return;
+    shutdown(PQsocket(s->conn), SHUT_RDWR);
+    (void)PQconsumeInput(s->conn); /* reads EOF: CONNECTION_BAD */
+}
+
+/* Before a PQgetResult of the write pipeline: wait for the server's
+ * answer, asking the abandon hook every STORE_ABANDON_POLL_MS; when it
+ * says give up, drop the connection. Without a hook, returns at once
+ * (PQgetResult waits as long as libpq does). */
 static void await_result(store *s, const char *what)
 {
     if (!s->abandon) return;
-    while (!conn_lost(s) && PQisBusy(s->conn)) {
-        struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
-        if (p.fd < 0) return;
-        int rc = poll(&p, 1, STORE_ABANDON_POLL_MS);
-        if (rc < 0 && errno != EINTR) return; /* PQgetResult reports it */
-        if (rc > 0) {
-            if (!PQconsumeInput(s->conn)) return;
-            continue;
-        }
-        if (rc == 0 && s->abandon(s->abandon_arg)) {
+    for (;;) {
+        int rc = wait_ready(s, STORE_ABANDON_POLL_MS);
+        if (rc != 0) return;
+        if (s->abandon(s->abandon_arg)) {
             log_warn(COMP, "no answer from the database during %s, and its owner gave up "
                            "waiting (the leader moved): closing the connection", what);
-            shutdown(p.fd, SHUT_RDWR);
-            (void)PQconsumeInput(s->conn); /* sees EOF: CONNECTION_BAD */
+            drop_connection(s);
             return;
         }
     }
@@ -1591,10 +1611,12 @@ fail:
  * synchronous standbys to confirm it, at most STORE_SETTLE_BARRIER_MS.
  * (A transaction that writes no WAL does not wait at all, and
  * statement_timeout does not cover the wait inside COMMIT.) Past the
- * bound the wait is cancelled (PQcancel): the server then warns that
- * the commit may not be replicated (notice_receiver) and answers. WAL
- * is ordered, so a confirmed barrier confirms every commit before it.
- * Returns 0 confirmed, -1 not. */
+ * bound the wait is cancelled (PQcancel, itself a short blocking
+ * connection to the server): the server then warns that the commit may
+ * not be replicated (notice_receiver) and answers. No answer within
+ * another STORE_SETTLE_BARRIER_MS either: the connection is dropped.
+ * WAL is ordered, so a confirmed barrier confirms every commit before
+ * it. Returns 0 confirmed, -1 not. */
 static int durable_barrier(store *s)
 {
     s->syncrep_warning = false;
@@ -1603,43 +1625,35 @@ static int durable_barrier(store *s)
         log_warn(COMP, "durability barrier not sent: %s", PQerrorMessage(s->conn));
         return -1;
     }
-    int64_t deadline = mono_ms() + STORE_SETTLE_BARRIER_MS;
+    int rc = 0;
     bool cancelled = false;
-    while (!conn_lost(s) && PQisBusy(s->conn)) {
-        int64_t left = deadline - mono_ms();
-        struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
-        int rc = left > 0 ? poll(&p, 1, (int)left) : 0;
-        if (rc < 0 && errno != EINTR) break;
-        if (rc > 0) {
-            if (!PQconsumeInput(s->conn)) break;
-            continue;
-        }
-        if (rc == 0 && !cancelled) {
+    for (;;) {
+        /* One wait per result: the three statements answer one by one. */
+        int ready = wait_ready(s, STORE_SETTLE_BARRIER_MS);
+        if (ready == 0 && !cancelled) {
             char why[256] = "";
             PGcancel *c = PQgetCancel(s->conn);
             if (!c || !PQcancel(c, why, sizeof why))
                 log_warn(COMP, "cannot cancel the durability barrier: %s", why);
             PQfreeCancel(c);
             cancelled = true;
-            deadline = mono_ms() + STORE_SETTLE_BARRIER_MS; /* for the answer */
-        } else if (rc == 0) {
-            break; /* no answer to the cancel either: give the connection up */
+            ready = wait_ready(s, STORE_SETTLE_BARRIER_MS);
         }
-    }
-    int rc = 0;
-    if (PQisBusy(s->conn) && !conn_lost(s)) {
-        shutdown(PQsocket(s->conn), SHUT_RDWR);
-        (void)PQconsumeInput(s->conn);
-    }
-    for (PGresult *r; (r = PQgetResult(s->conn)) != NULL; PQclear(r)) {
+        if (ready == 0) {
+            log_warn(COMP, "no answer to the durability barrier: closing the connection");
+            drop_connection(s);
+        }
+        PGresult *r = PQgetResult(s->conn);
+        if (!r) break;
         if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
             log_warn(COMP, "durability barrier failed: %s", PQresultErrorMessage(r));
             rc = -1;
         }
+        PQclear(r);
     }
     if (cancelled || s->syncrep_warning || conn_lost(s)) rc = -1;
     if (!conn_lost(s) && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
-        PGresult *r = PQexec(s->conn, "ROLLBACK");
+        PGresult *r = PQexec(s->conn, "ROLLBACK"); /* after an error: answered at once */
         PQclear(r);
     }
     s->syncrep_warning = false;
