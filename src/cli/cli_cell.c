@@ -18,26 +18,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/limits.h"
 #include "common/mrd_assert.h"
 
 #define KEY_BYTES CLI_CELL_KEY_BYTES
 /* Columns of the status table. */
 #define STATUS_COLS 11
-
-int64_t cli_cell_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t cli_cell_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void cli_cell_sleep_ms(int ms)
 {
@@ -941,7 +928,7 @@ int cli_cell_switchover_request(etcd_client *c, const char *cell, const char *to
     int rc = etcd_lease_grant(c, CLI_CELL_SWITCHOVER_LEASE_S, &lease);
     if (rc != ETCD_OK)
         return rc;
-    int64_t at = cli_cell_wall_ms();
+    int64_t at = clock_wall_ms();
     json_t *j = json_pack("{s:s, s:I}", "to", to, "requested_at_ms", (json_int_t)at);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);

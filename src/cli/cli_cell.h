@@ -251,10 +251,6 @@ int cli_cell_switchover_request(etcd_client *c, const char *cell, const char *to
                                 int64_t *lease_id, int64_t *requested_at_ms,
                                 bool *created, char *existing_to, size_t existing_size);
 
-/* Wall clock in ms since the epoch. */
-int64_t cli_cell_wall_ms(void);
-/* Monotonic clock in ms (for deadlines and elapsed times). */
-int64_t cli_cell_mono_ms(void);
 /* Sleep ms milliseconds (an interrupted sleep returns early). */
 void cli_cell_sleep_ms(int ms);
 

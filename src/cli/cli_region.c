@@ -31,6 +31,7 @@
 #include <sodium.h>
 
 #include "cli/cli_cell.h"
+#include "common/clock.h"
 #include "common/mrd_assert.h"
 #include "drill/drill.h"
 
@@ -154,7 +155,7 @@ int cli_region_failover_request(etcd_client *c, const char *cell, const char *to
     int rc = etcd_lease_grant(c, CLI_REGION_FAILOVER_LEASE_S, &lease);
     if (rc != ETCD_OK)
         return rc;
-    int64_t at = cli_cell_wall_ms();
+    int64_t at = clock_wall_ms();
     json_t *j = json_pack("{s:s, s:I}", "to", to, "requested_at_ms", (json_int_t)at);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);

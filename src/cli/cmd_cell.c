@@ -18,6 +18,7 @@
 #include "cli/cli_cell.h"
 #include "cli/cli_out.h"
 #include "cli/cmd_cell.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "keeper/fsm.h"
 
@@ -339,7 +340,7 @@ static void progress(const cli_cell *cell, const char *from, const char *to, int
     if (strcmp(now, last) == 0)
         return;
     snprintf(last, last_size, "%s", now);
-    int64_t el = cli_cell_mono_ms() - t0_ms;
+    int64_t el = clock_mono_ms() - t0_ms;
     printf("  +%" PRId64 ".%02d s  %s\n", el / 1000, (int)(el % 1000) / 10, now);
     fflush(stdout);
 }
@@ -451,7 +452,7 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
                       existing[0] ? existing : "?");
         goto out;
     }
-    int64_t t0 = cli_cell_mono_ms();
+    int64_t t0 = clock_mono_ms();
     if (!ctx->json) {
         printf("switchover of cell %s from %s to %s requested (epoch %" PRId64
                "; request lease %" PRIx64 ", %d s)\n",
@@ -465,16 +466,16 @@ int cmd_switchover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     int64_t absent_first_ms = 0; /* wall clock when we first saw no leader */
     int64_t seen_ms = 0;
     bool wrong_node = false;
-    while (cli_cell_mono_ms() < deadline) {
+    while (clock_mono_ms() < deadline) {
         erc = cli_cell_read(c, t.cell, cell);
         if (erc == ETCD_OK) {
             if (!ctx->json)
                 progress(cell, from, to, t0, last, sizeof last);
             if (!cell->leader_present && absent_first_ms == 0)
-                absent_first_ms = cli_cell_wall_ms();
+                absent_first_ms = clock_wall_ms();
             if (cell->leader_present && strcmp(cell->leader, to) == 0 &&
                 cell->epoch > old_epoch) {
-                seen_ms = cli_cell_wall_ms();
+                seen_ms = clock_wall_ms();
                 break;
             }
             if (cell->leader_present && strcmp(cell->leader, from) != 0 &&

@@ -24,6 +24,7 @@
 #include "cli/cli_out.h"
 #include "cli/cli_region.h"
 #include "cli/commands.h"
+#include "common/clock.h"
 #include "common/config.h"
 
 #define CMD_REGION_ERR_BYTES 1024
@@ -175,7 +176,7 @@ static void progress(const cli_cell *cell, const char *dr, int64_t t0_ms, char *
     if (strcmp(now, last) == 0)
         return;
     snprintf(last, last_size, "%s", now);
-    int64_t el = cli_cell_mono_ms() - t0_ms;
+    int64_t el = clock_mono_ms() - t0_ms;
     printf("  +%" PRId64 ".%02d s  %s\n", el / 1000, (int)(el % 1000) / 10, now);
     fflush(stdout);
 }
@@ -368,7 +369,7 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     int64_t lease = 0, requested_at_ms = 0;
     bool created = false;
     if (cell->failover_present) {
-        requested_at_ms = cli_cell_wall_ms();
+        requested_at_ms = clock_wall_ms();
         if (!ctx->json)
             printf("a request to promote %s is already pending: waiting for it\n", dr_name);
     } else {
@@ -391,19 +392,19 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     }
     fflush(stdout);
 
-    int64_t t0 = cli_cell_mono_ms();
+    int64_t t0 = clock_mono_ms();
     int64_t deadline = t0 + (int64_t)timeout_s * 1000;
     char last[256] = "";
     int64_t seen_ms = 0;
     bool other = false;
-    while (cli_cell_mono_ms() < deadline) {
+    while (clock_mono_ms() < deadline) {
         erc = cli_cell_read(c, name, cell);
         if (erc == ETCD_OK) {
             if (!ctx->json)
                 progress(cell, dr_name, t0, last, sizeof last);
             if (cell->leader_present && strcmp(cell->leader, dr_name) == 0 &&
                 cell->epoch > old_epoch) {
-                seen_ms = cli_cell_wall_ms();
+                seen_ms = clock_wall_ms();
                 break;
             }
             if (cell->leader_present && strcmp(cell->leader, dr_name) != 0) {
@@ -440,14 +441,14 @@ int cmd_failover(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     memset(&ev, 0, sizeof ev);
     int64_t new_epoch = cell->epoch;
     bool have_event = false;
-    int64_t ev_deadline = cli_cell_mono_ms() + 30000;
+    int64_t ev_deadline = clock_mono_ms() + 30000;
     while (true) {
         if (cli_region_event_get(c, name, new_epoch, &ev) == ETCD_OK) {
             have_event = true;
             if (ev.promoted_at_ms > 0)
                 break;
         }
-        int64_t now = cli_cell_mono_ms();
+        int64_t now = clock_mono_ms();
         if (now >= ev_deadline || now >= deadline + 30000)
             break;
         cli_cell_sleep_ms(CMD_REGION_POLL_MS);

@@ -28,18 +28,12 @@
 
 #include <jansson.h>
 
+#include "common/clock.h"
 #include "common/mrd_assert.h"
 
 #define CELL_ARGV_MAX 16
 #define CELL_ENV_LINE_BYTES 4096
 #define CELL_SCRIPT_BYTES_MAX (1024 * 1024)
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Run argv[0] (a path) with argv; returns the exit status (0..255), 128+N
  * when killed by signal N, or -1 when it could not be run or missed its
@@ -88,7 +82,7 @@ static int spawn(const char *const argv[], const char *log_path, char *capture,
     bool open_pipe = capture != NULL;
     if (capture != NULL)
         close(pipefd[1]);
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
     int status = 0;
     bool exited = false, timed_out = false;
     while (!exited) {
@@ -116,7 +110,7 @@ static int spawn(const char *const argv[], const char *log_path, char *capture,
             exited = true;
         } else if (r < 0 && errno != EINTR) {
             break;
-        } else if (mono_ms() > deadline) {
+        } else if (clock_mono_ms() > deadline) {
             kill(pid, SIGKILL);
             while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
             }

@@ -40,6 +40,7 @@
 
 #include <curl/curl.h>
 
+#include "common/clock.h"
 #include "common/mrd_assert.h"
 #include "drill/run.h"
 
@@ -60,20 +61,6 @@
 static volatile sig_atomic_t interrupted;
 static int64_t started_mono_ms;
 
-int64_t drill_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t drill_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 bool drill_interrupted(void)
 {
     return interrupted != 0;
@@ -87,7 +74,7 @@ static void on_signal(int sig)
 
 void drill_session_begin(drill_session *s)
 {
-    started_mono_ms = drill_mono_ms();
+    started_mono_ms = clock_mono_ms();
     interrupted = 0;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -122,16 +109,16 @@ void drill_progress(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    double t = started_mono_ms ? (double)(drill_mono_ms() - started_mono_ms) / 1000.0 : 0.0;
+    double t = started_mono_ms ? (double)(clock_mono_ms() - started_mono_ms) / 1000.0 : 0.0;
     fprintf(stderr, "[drill %6.1fs] %s\n", t, line);
     fflush(stderr);
 }
 
 bool drill_nap(int64_t ms)
 {
-    int64_t end = drill_mono_ms() + ms;
+    int64_t end = clock_mono_ms() + ms;
     while (!interrupted) {
-        int64_t left = end - drill_mono_ms();
+        int64_t left = end - clock_mono_ms();
         if (left <= 0)
             return true;
         int64_t step = left < 50 ? left : 50;
@@ -306,7 +293,7 @@ void drill_measure_rto(const workload *w, drill_run_result *r, int64_t serving_s
  * the moment (wall ms) from which acknowledgements count, 0 if not yet. */
 static int64_t serving_since_live(drill_env *env, drill_run_result *r, const char *dsn_before)
 {
-    int64_t epoch = 0, now = drill_wall_ms();
+    int64_t epoch = 0, now = clock_wall_ms();
     if (drill_etcd_epoch(env->etcd, env->cell->name, &epoch) == 0 && epoch > r->epoch_before) {
         drill_progress("run %d: epoch %" PRId64 " promoted (%.1f s after the fault)", r->index,
                        epoch, (double)(now - r->t0_ms) / 1000.0);
@@ -329,7 +316,7 @@ void drill_wait_recovery(drill_env *env, workload *w, drill_run_result *r,
     int64_t last_progress = 0, last_look = 0;
     int64_t acked_at_fault = workload_acked_now(w);
     for (;;) {
-        int64_t now = drill_wall_ms();
+        int64_t now = clock_wall_ms();
         if (!watching && now - last_look >= DRILL_LOOK_EVERY_MS) {
             last_look = now;
             int64_t since = serving_since_live(env, r, dsn_before);
@@ -365,7 +352,7 @@ void drill_wait_recovery(drill_env *env, workload *w, drill_run_result *r,
         }
         drill_nap(DRILL_POLL_MS);
     }
-    r->waited_ms = drill_wall_ms() - r->t0_ms;
+    r->waited_ms = clock_wall_ms() - r->t0_ms;
 }
 
 int64_t drill_measure_history(drill_env *env, drill_run_result *r)
@@ -441,9 +428,9 @@ static void run_once(drill_env *env, int index, drill_run_result *r)
                    " transfers acknowledged so far)",
                    index, o->runs, r->fault, r->leader_before, r->epoch_before,
                    workload_acked_now(w));
-    r->t0_ms = drill_wall_ms();
+    r->t0_ms = clock_wall_ms();
     int frc = drill_cell_do(cell, r->fault, r->leader_before, err, sizeof err);
-    r->injected_ms = drill_wall_ms();
+    r->injected_ms = clock_wall_ms();
     if (frc != 0) {
         drill_say(r->error, sizeof r->error, "fault injection: %s", err);
         workload_stop(w, false);

@@ -145,8 +145,6 @@ int drill_run(const drill_options *o, json_t **report);
 int drill_locate_cell_script(const char *source_dir, char *out, size_t out_size, char *err,
                              size_t err_size);
 
-/* Wall clock, ms since the Unix epoch (the keepers' history uses it). */
-int64_t drill_wall_ms(void);
 
 /* true once SIGINT or SIGTERM arrived during drill_run. */
 bool drill_interrupted(void);

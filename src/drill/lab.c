@@ -46,6 +46,7 @@
 
 #include <libpq-fe.h>
 
+#include "common/clock.h"
 #include "common/mrd_assert.h"
 #include "drill/run.h"
 
@@ -216,7 +217,7 @@ static void wait_writes_since(drill_env *env, workload *w, drill_run_result *r, 
     workload_watch_recovery(w, since_ms);
     int64_t last_progress = 0;
     for (;;) {
-        int64_t now = drill_wall_ms();
+        int64_t now = clock_wall_ms();
         int64_t first = workload_first_recovered_ms(w);
         if (first > 0 && now - first >= DRILL_SETTLE_MS)
             break;
@@ -231,7 +232,7 @@ static void wait_writes_since(drill_env *env, workload *w, drill_run_result *r, 
         }
         drill_nap(100);
     }
-    r->waited_ms = drill_wall_ms() - r->t0_ms;
+    r->waited_ms = clock_wall_ms() - r->t0_ms;
 }
 
 /* How many of `names` stream from the leader (pg_stat_replication). */
@@ -292,7 +293,7 @@ static void wait_rejoin(drill_env *env, lab_phase *p)
     p->rejoin_wanted = n > 0 ? n : 0;
     int64_t last_progress = 0;
     while (n > 0 && !drill_interrupted()) {
-        int64_t now = drill_wall_ms();
+        int64_t now = clock_wall_ms();
         drill_leader l;
         if (drill_current_leader(env->etcd, env->cell->name, &l, 1) == 0) {
             int c = count_streaming(&l, names, n);
@@ -346,8 +347,8 @@ static void wait_dr_caught_up(drill_env *env)
         fclose(f);
     if (dr[0] == '\0')
         return;
-    int64_t start = drill_wall_ms();
-    while (!drill_interrupted() && drill_wall_ms() - start < 60000) {
+    int64_t start = clock_wall_ms();
+    while (!drill_interrupted() && clock_wall_ms() - start < 60000) {
         drill_leader l;
         if (drill_current_leader(env->etcd, env->cell->name, &l, 1) == 0) {
             char dsn[256];
@@ -367,7 +368,7 @@ static void wait_dr_caught_up(drill_env *env)
             PQfinish(db);
             if (ok) {
                 drill_progress("  the DR standby %s streams from %s, flush lag < 0.5 s (%.1f s)", dr,
-                               l.node, (double)(drill_wall_ms() - start) / 1000.0);
+                               l.node, (double)(clock_wall_ms() - start) / 1000.0);
                 return;
             }
         }
@@ -410,9 +411,9 @@ static int run_phase(drill_env *env, workload *w, lab_phase *p, size_t index, si
                    r->leader_before[0] ? r->leader_before : "none", r->epoch_before,
                    workload_acked_now(w));
     const char *argv[5] = {"fault", p->args[0], p->args[1], p->args[2], p->args[3]};
-    r->t0_ms = drill_wall_ms();
+    r->t0_ms = clock_wall_ms();
     int frc = drill_lab_do(lab, argv, p->nargs + 1, DRILL_LAB_CMD_TIMEOUT_MS, err, sizeof err);
-    r->injected_ms = drill_wall_ms();
+    r->injected_ms = clock_wall_ms();
     if (frc != 0) {
         drill_say(p->why, sizeof p->why, "fault injection: %s", err);
         return -1;
@@ -438,18 +439,18 @@ static int run_phase(drill_env *env, workload *w, lab_phase *p, size_t index, si
                        (double)hold / 1000.0, LAB_FENCE_HOLD_LEASES,
                        LAB_FENCE_HOLD_EXTRA_MS / 1000.0);
         int64_t acked_at = workload_acked_now(w);
-        while (drill_wall_ms() - r->t0_ms < hold && !drill_interrupted()) {
+        while (clock_wall_ms() - r->t0_ms < hold && !drill_interrupted()) {
             drill_nap(1000);
             drill_progress("  %.1f s after the fault: %" PRId64 " acknowledged since it",
-                           (double)(drill_wall_ms() - r->t0_ms) / 1000.0,
+                           (double)(clock_wall_ms() - r->t0_ms) / 1000.0,
                            workload_acked_now(w) - acked_at);
         }
-        r->waited_ms = drill_wall_ms() - r->t0_ms;
+        r->waited_ms = clock_wall_ms() - r->t0_ms;
         break;
     }
     case EXPECT_REJOIN:
         wait_rejoin(env, p);
-        r->waited_ms = drill_wall_ms() - r->t0_ms;
+        r->waited_ms = clock_wall_ms() - r->t0_ms;
         break;
     }
     return 0;
@@ -612,7 +613,7 @@ static void run_lab_once(drill_env *env, int index, drill_run_result *r, lab_mea
         drill_say(r->error, sizeof r->error, "workload: %s", err);
         goto out;
     }
-    int64_t start_ms = drill_wall_ms();
+    int64_t start_ms = clock_wall_ms();
     r->workload_ran = true;
     drill_progress("run %d/%d: %s: workload on cell %s through %s (%d writers%s, %d readers); "
                    "warm-up %d ms; %zu phase%s",
@@ -622,7 +623,7 @@ static void run_lab_once(drill_env *env, int index, drill_run_result *r, lab_mea
     drill_nap(DRILL_WARMUP_MS);
     for (size_t i = 0; i < m->phase_count && !drill_interrupted(); i++) {
         if (i > 0)
-            m->phases[i - 1].end_ms = drill_wall_ms();
+            m->phases[i - 1].end_ms = clock_wall_ms();
         if (run_phase(env, w, &m->phases[i], i, m->phase_count,
                       i > 0 ? &m->phases[i - 1] : NULL) != 0) {
             drill_say(r->error, sizeof r->error, "phase %zu: %s", i + 1, m->phases[i].why);
@@ -631,7 +632,7 @@ static void run_lab_once(drill_env *env, int index, drill_run_result *r, lab_mea
         note_leader_after(env, &m->phases[i]);
     }
     drill_progress("run %d/%d: stopping the workload", index, o->runs);
-    m->phases[m->phase_count - 1].end_ms = drill_wall_ms();
+    m->phases[m->phase_count - 1].end_ms = clock_wall_ms();
     workload_stop(w, drill_interrupted());
     if (drill_interrupted() && r->error[0] == '\0')
         drill_say(r->error, sizeof r->error, "interrupted");

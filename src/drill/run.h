@@ -41,9 +41,6 @@ typedef struct drill_session {
 void drill_session_begin(drill_session *s);
 void drill_session_end(const drill_session *s);
 
-/* Monotonic clock, ms. */
-int64_t drill_mono_ms(void);
-
 /* snprintf into a fixed buffer where truncating a long message is fine
  * (paths and nested errors). */
 void drill_say(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -31,6 +31,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "common/clock.h"
 #include "common/mrd_assert.h"
 #include "drill/drill.h"
 
@@ -114,13 +115,6 @@ static void sleep_ms(int64_t ms)
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
-}
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static uint64_t rng_next(uint64_t *s)
@@ -389,7 +383,7 @@ static outcome send_until_definite(worker *k, const char *path, const char *body
     for (;;) {
         if (atomic_load(&w->abandon))
             return OUT_UNRESOLVED;
-        int64_t now = drill_wall_ms();
+        int64_t now = clock_wall_ms();
         if (now >= deadline_ms || ev->attempts == UINT16_MAX)
             return OUT_UNRESOLVED;
         size_t u = next_url(k);
@@ -402,7 +396,7 @@ static outcome send_until_definite(worker *k, const char *path, const char *body
             ev->first_sent_ms = now;
         long status = 0;
         int rc = http_call(k, k->curl[u], url, body, &status);
-        ev->answer_ms = drill_wall_ms();
+        ev->answer_ms = clock_wall_ms();
         if (rc != 0) {
             k->st.transport_errors++;
         } else if (status == 503) {
@@ -421,7 +415,7 @@ static outcome send_until_definite(worker *k, const char *path, const char *body
             *status_out = status;
             return OUT_CLIENT_ERROR;
         }
-        int64_t left = deadline_ms - drill_wall_ms();
+        int64_t left = deadline_ms - clock_wall_ms();
         backoff_sleep(w, backoff < left ? backoff : left);
         backoff = backoff * 2 > WORKLOAD_BACKOFF_MS_MAX ? WORKLOAD_BACKOFF_MS_MAX : backoff * 2;
     }
@@ -448,7 +442,7 @@ static outcome run_transfer(worker *k, workload_event *ev)
     transfer_body(w, ev, body, sizeof body);
     long status = 0;
     outcome o = send_until_definite(k, "/v1/transfers", body, ev,
-                                    drill_wall_ms() + DRILL_TRANSFER_DEADLINE_MS, &status);
+                                    clock_wall_ms() + DRILL_TRANSFER_DEADLINE_MS, &status);
     switch (o) {
     case OUT_ACKED:
         k->st.acked++;
@@ -493,10 +487,10 @@ static void *writer_main(void *arg)
     int64_t period_us = w->cfg.rate_per_s > 0
                             ? (int64_t)w->cfg.writers * 1000000 / w->cfg.rate_per_s
                             : 0;
-    int64_t next_us = now_us();
+    int64_t next_us = clock_mono_us();
     while (!atomic_load(&w->stop)) {
         if (period_us > 0) {
-            int64_t now = now_us();
+            int64_t now = clock_mono_us();
             if (next_us > now) {
                 int64_t wait_ms = (next_us - now) / 1000;
                 sleep_ms(wait_ms < 100 ? (wait_ms > 0 ? wait_ms : 1) : 100);
@@ -723,7 +717,7 @@ int workload_setup(workload *w, char *err, size_t err_size)
     workload_event ev = {0};
     long status = 0;
     outcome o = send_until_definite(&w->setup, "/v1/accounts", body, &ev,
-                                    drill_wall_ms() + DRILL_TRANSFER_DEADLINE_MS, &status);
+                                    clock_wall_ms() + DRILL_TRANSFER_DEADLINE_MS, &status);
     free(body);
     if (o != OUT_ACKED) {
         snprintf(err, err_size, "creating %d accounts failed: %s (HTTP %ld) %.200s",

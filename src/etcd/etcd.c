@@ -37,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/mrd_assert.h"
@@ -65,12 +66,6 @@ static void global_init(void) {
 static bool ensure_global(void) {
     pthread_once(&global_once, global_init);
     return global_ok;
-}
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Split "url,url,…" into heap strings (trimmed, without a trailing '/').
@@ -669,7 +664,7 @@ static size_t watch_write(char *data, size_t size, size_t nmemb, void *userp) {
     etcd_watch *w = userp;
     size_t n = size * nmemb;
     if (atomic_load(&w->stop)) return 0;
-    w->last_byte_ms = now_ms();
+    w->last_byte_ms = clock_mono_ms();
     long status = 0;
     curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
@@ -730,7 +725,7 @@ static void watch_stream(etcd_watch *w) {
     w->buf_len = 0;
     w->progressed = w->reconnect = w->created = false;
     w->reason[0] = '\0';
-    w->last_byte_ms = now_ms();
+    w->last_byte_ms = clock_mono_ms();
     curl_easy_setopt(w->curl, CURLOPT_URL, url);
     curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(w->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -754,7 +749,7 @@ static void watch_stream(etcd_watch *w) {
                                                     : curl_easy_strerror(m->data.result));
         }
         if (running == 0 || w->reconnect) break;
-        if (now_ms() - w->last_byte_ms > ETCD_WATCH_IDLE_RECONNECT_MS) {
+        if (clock_mono_ms() - w->last_byte_ms > ETCD_WATCH_IDLE_RECONNECT_MS) {
             snprintf(w->reason, sizeof w->reason, "no data for %d ms",
                      ETCD_WATCH_IDLE_RECONNECT_MS);
             break;

@@ -30,6 +30,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/mrd_assert.h"
 #include "etcd/etcd.h"
@@ -119,20 +120,6 @@ typedef struct keeper {
 #define KEEPER_RENEW_MS 100
 /* Nice value of the lease and fence threads (see raise_thread_priority). */
 #define KEEPER_TIMING_NICE (-10)
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void key_of(const keeper *k, char *out, const char *suffix)
 {
@@ -293,8 +280,8 @@ static int read_cell(keeper *k, keeper_view *v)
         k->leader_lost_mono_ms = 0;
     } else if (k->leader_absent_rev == 0) {
         k->leader_absent_rev = res.revision;
-        k->leader_lost_wall_ms = wall_ms();
-        k->leader_lost_mono_ms = mono_ms();
+        k->leader_lost_wall_ms = clock_wall_ms();
+        k->leader_lost_mono_ms = clock_mono_ms();
     }
     for (size_t i = 0; i < v->member_count; i++) {
         keeper_member *m = &v->members[i];
@@ -333,10 +320,10 @@ static void renew_leader_lease(keeper *k)
     if (!atomic_load(&k->holds_lease))
         return;
     int64_t id = atomic_load(&k->lease_id);
-    int64_t sent = mono_ms();
+    int64_t sent = clock_mono_ms();
     int rc = etcd_lease_keepalive(k->lease_etcd, id, NULL);
     if (rc == ETCD_OK) {
-        atomic_store(&k->etcd_answered_ms, mono_ms());
+        atomic_store(&k->etcd_answered_ms, clock_mono_ms());
         if (atomic_load(&k->lease_id) == id)
             atomic_store(&k->lease_valid_until_ms,
                          sent + k->cfg->lease_ttl_s * 1000 - k->cfg->fence_margin_ms);
@@ -416,7 +403,7 @@ static void publish_member(keeper *k, const pgctl_state *ps)
                           "zone", k->cfg->zone, "region", k->cfg->region,
                           "upstream", ps->upstream, "host", "127.0.0.1", "port", k->cfg->pg_port,
                           "why", k->last_why ? k->last_why : "",
-                          "updated_ms", (json_int_t)wall_ms());
+                          "updated_ms", (json_int_t)clock_wall_ms());
     json_t *addrs = advertised_addrs(k->cfg);
     if (j != NULL && addrs != NULL)
         json_object_set_new(j, "addrs", addrs);
@@ -529,7 +516,7 @@ static void announce_writable(keeper *k, int64_t epoch)
 static int acquire(keeper *k, const keeper_view *v)
 {
     int64_t lease = 0;
-    int64_t sent = mono_ms();
+    int64_t sent = clock_mono_ms();
     if (etcd_lease_grant(k->etcd, k->cfg->lease_ttl_s, &lease) != ETCD_OK) {
         log_warn(COMP, "cannot grant a lease: %s", etcd_client_last_error(k->etcd));
         return -1;
@@ -586,7 +573,7 @@ static int acquire(keeper *k, const keeper_view *v)
                     : k->cfg->dr                                 ? "regional_failover"
                                                                : "failover";
     k->event_lost_ms = k->leader_lost_wall_ms;
-    k->event_acquired_ms = wall_ms();
+    k->event_acquired_ms = clock_wall_ms();
     k->event_promoted = false;
     k->event_loss_known = k->cfg->dr && v->epoch > 0;
     k->event_loss_bytes = k->leader_flush_lsn > k->last_flush_lsn
@@ -662,7 +649,7 @@ static void report_discarded_wal(keeper *k, const keeper_view *v, uint64_t local
     json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "node",
                           k->cfg->node, "epoch", (json_int_t)v->epoch, "diverged_at", from,
                           "local_end", to, "role", was_primary ? "primary" : "standby",
-                          "discarded_bytes", (json_int_t)bytes, "at_ms", (json_int_t)wall_ms(),
+                          "discarded_bytes", (json_int_t)bytes, "at_ms", (json_int_t)clock_wall_ms(),
                           "leader", v->leader, "region", k->cfg->region, "note",
                           bytes > 0 ? "WAL past the new leader's history was discarded: never "
                                       "acknowledged unless this node was a primary whose "
@@ -753,7 +740,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
             return -1;
         record_epoch(k, v->epoch + 1);
         announce_writable(k, v->epoch + 1);
-        record_history(k, wall_ms());
+        record_history(k, clock_wall_ms());
         k->event_promoted = true;
         atomic_store(&k->writable, 1);
         break;
@@ -782,7 +769,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
         rc = acquire(k, v);
         break;
     case KEEPER_ACT_PROMOTE: {
-        int64_t t_action = mono_ms();
+        int64_t t_action = clock_mono_ms();
         if (k->cfg->dr) {
             /* Regional failover: nobody of this cell runs in this region,
              * so commits cannot wait for a standby; they are asynchronous
@@ -803,16 +790,16 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
              * flush LSN just read is where the names change. */
             initial_sync_names(k, v, v->pg_flush_lsn);
         }
-        int64_t t_names = mono_ms();
+        int64_t t_names = clock_mono_ms();
         rc = pgctl_promote(&k->pg, 30, err, sizeof err);
         if (rc == 0) {
-            int64_t t_promoted = mono_ms();
+            int64_t t_promoted = clock_mono_ms();
             atomic_store(&k->writable, 1);
             record_epoch(k, v->epoch);
-            int64_t t_epoch = mono_ms();
+            int64_t t_epoch = clock_mono_ms();
             announce_writable(k, v->epoch);
-            record_history(k, wall_ms());
-            int64_t t_done = mono_ms();
+            record_history(k, clock_wall_ms());
+            int64_t t_done = clock_mono_ms();
             /* Every step here is write downtime: say which one was slow. */
             if (t_done - t_action > KEEPER_SLOW_PROMOTION_MS)
                 log_warn(COMP, "slow promotion: %" PRId64 " ms (synchronous names %" PRId64
@@ -846,7 +833,7 @@ static int do_action(keeper *k, keeper_action a, keeper_view *v)
             record_epoch(k, v->epoch);
             announce_writable(k, v->epoch);
             if (k->event_epoch == v->epoch && !k->event_promoted) {
-                record_history(k, wall_ms());
+                record_history(k, clock_wall_ms());
                 k->event_promoted = true;
             }
         }
@@ -993,7 +980,7 @@ static void *dr_watch_thread(void *arg)
     int64_t last_flush = -1;
     while (!atomic_load(&k->stopping)) {
         usleep(100 * 1000);
-        int64_t now = mono_ms();
+        int64_t now = clock_mono_ms();
         keeper_names drs;
         pthread_mutex_lock(&k->dr_mu);
         drs = k->dr_names;
@@ -1063,7 +1050,7 @@ static void *fence_thread(void *arg)
     keeper *k = arg;
     raise_thread_priority("fence");
     while (!atomic_load(&k->stopping)) {
-        int64_t now = mono_ms();
+        int64_t now = clock_mono_ms();
         if (atomic_load(&k->writable) && now >= atomic_load(&k->lease_valid_until_ms)) {
             fence_now(k, "lease deadline passed without renewal");
         } else if (atomic_load(&k->writable) &&
@@ -1145,7 +1132,7 @@ static void loop_once(keeper *k)
 {
     keeper_view v;
     memset(&v, 0, sizeof v);
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
 
     if (read_cell(k, &v) == 0) {
         v.etcd_ok = true;
@@ -1157,7 +1144,7 @@ static void loop_once(keeper *k)
         if (now - k->etcd_ok_at_ms > (int64_t)k->cfg->lease_ttl_s * 1000)
             k->home_seen_at_ms = 0;
         k->etcd_ok_at_ms = now;
-        atomic_store(&k->etcd_answered_ms, mono_ms());
+        atomic_store(&k->etcd_answered_ms, clock_mono_ms());
         if (!v.leader_present || strcmp(v.leader, k->cfg->node) != 0)
             k->holds_lease = false;
         k->cached = v;
@@ -1172,7 +1159,7 @@ static void loop_once(keeper *k)
     if (ps.running && ps.flush_lsn > 0)
         k->last_flush_lsn = ps.flush_lsn;
 
-    v.now_ms = mono_ms();
+    v.now_ms = clock_mono_ms();
     snprintf(v.self, sizeof v.self, "%s", k->cfg->node);
     v.etcd_ok_at_ms = k->etcd_ok_at_ms;
     v.holds_lease = k->holds_lease;
@@ -1261,7 +1248,7 @@ static void loop_once(keeper *k)
         v.epoch = k->event_epoch;
         v.holds_lease = true;
         v.lease_valid_until_ms = atomic_load(&k->lease_valid_until_ms);
-        v.now_ms = mono_ms();
+        v.now_ms = clock_mono_ms();
     }
     if (k->state != KEEPER_PRIMARY && k->state != KEEPER_PROMOTING &&
         k->state != KEEPER_BOOTSTRAP)
@@ -1270,7 +1257,7 @@ static void loop_once(keeper *k)
         pgctl_read_state(&k->pg, &ps);
         publish_member(k, &ps);
     }
-    int64_t left = atomic_load(&k->lease_valid_until_ms) - mono_ms();
+    int64_t left = atomic_load(&k->lease_valid_until_ms) - clock_mono_ms();
     kmetrics_snapshot snap = {
         .node = k->cfg->node, .cell = k->cfg->cell, .state = keeper_state_name(k->state),
         .leader = k->holds_lease, .etcd_ok = v.etcd_ok, .pg_running = ps.running,
@@ -1300,7 +1287,7 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
                           .port = cfg->pg_port, .database = cfg->database};
     snprintf(k.prefix, sizeof k.prefix, "/meridian/%s/", cfg->cell);
     k.state = KEEPER_INIT;
-    k.etcd_ok_at_ms = mono_ms();
+    k.etcd_ok_at_ms = clock_mono_ms();
     atomic_store(&k.etcd_answered_ms, k.etcd_ok_at_ms);
     atomic_store(&k.dr_confirmed_ms, k.etcd_ok_at_ms);
     pthread_mutex_init(&k.dr_mu, NULL);
@@ -1350,7 +1337,7 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
     etcd_watch *leader_watch =
         etcd_watch_start(cfg->etcd_endpoints, leader_key, false, 0, on_leader_event, &k);
     while (!*stop) {
-        int64_t start = mono_ms();
+        int64_t start = clock_mono_ms();
         loop_once(&k);
         /* An election is on (the leader key went a moment ago): the
          * candidate waits for the other members of the synchronous set to
@@ -1359,10 +1346,10 @@ int keeper_run(const keeper_config *cfg, volatile int *stop, bool stop_pg)
          * (status says why), the normal pace returns. */
         int period_ms = cfg->loop_ms;
         if (k.leader_lost_mono_ms > 0 &&
-            mono_ms() - k.leader_lost_mono_ms < KEEPER_ELECTION_PACE_FOR_MS &&
+            clock_mono_ms() - k.leader_lost_mono_ms < KEEPER_ELECTION_PACE_FOR_MS &&
             period_ms > KEEPER_ELECTION_LOOP_MS)
             period_ms = KEEPER_ELECTION_LOOP_MS;
-        int64_t left = period_ms - (mono_ms() - start);
+        int64_t left = period_ms - (clock_mono_ms() - start);
         while (left > 0 && !*stop && !atomic_exchange(&k.wake, 0)) {
             usleep((useconds_t)(left > 10 ? 10 : left) * 1000);
             left -= 10;

@@ -26,6 +26,7 @@
 
 #include <libpq-fe.h>
 
+#include "common/clock.h"
 #include "common/mrd_assert.h"
 
 #define PGCTL_PATH_MAX 1024
@@ -54,13 +55,6 @@ static void path_join(char *out, const char *a, const char *b)
 {
     int n = snprintf(out, PGCTL_PATH_MAX, "%s/%s", a, b);
     mrd_assert(n > 0 && n < PGCTL_PATH_MAX);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Give the node directory (and what's in it that we created) to the
@@ -132,7 +126,7 @@ static int run(const pgctl_config *cfg, char *const argv[], const char *log_name
     close(log_fd);
     close(in_fd);
 
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
     int status = 0;
     for (;;) {
         pid_t r = waitpid(pid, &status, WNOHANG);
@@ -140,7 +134,7 @@ static int run(const pgctl_config *cfg, char *const argv[], const char *log_name
             break;
         if (r < 0 && errno != EINTR)
             return fail(err, err_size, "waitpid: %s", strerror(errno));
-        if (mono_ms() > deadline) {
+        if (clock_mono_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             return fail(err, err_size, "%s did not finish within %d ms (see %s)", argv[0],

@@ -55,6 +55,7 @@
 
 #include <libpq-fe.h>
 
+#include "common/clock.h"
 #include "common/id128.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -678,13 +679,6 @@ static store_status classify(store *s, const PGresult *r, const char *what)
     return STORE_FATAL;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 void store_set_abandon(store *s, store_abandon_fn fn, void *arg)
 {
     mrd_assert(s);
@@ -699,11 +693,11 @@ void store_set_abandon(store *s, store_abandon_fn fn, void *arg)
  * -1 the connection failed (the next PQgetResult reports it). */
 static int wait_ready(store *s, int timeout_ms)
 {
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
     for (;;) {
         if (conn_lost(s) || !PQconsumeInput(s->conn)) return -1;
         if (!PQisBusy(s->conn)) return 1;
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - clock_mono_ms();
         if (left <= 0) return 0;
         struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
         if (p.fd < 0) return -1;
@@ -1863,7 +1857,7 @@ int store_wait_global(store *s, const char *standby_names, int timeout_ms)
     PQclear(r);
     const char *names = standby_names != NULL && standby_names[0] != '\0' ? standby_names : NULL;
     const char *vals[2] = {lsn, names};
-    int64_t start_ms = mono_ms();
+    int64_t start_ms = clock_mono_ms();
     for (;;) {
         r = PQexecParams(s->conn,
                          "SELECT count(*) FROM pg_stat_replication WHERE flush_lsn >= $1::pg_lsn "
@@ -1879,7 +1873,7 @@ int store_wait_global(store *s, const char *standby_names, int timeout_ms)
             log_warn(COMP, "cannot read pg_stat_replication: %s", PQerrorMessage(s->conn));
             return -1;
         }
-        if (mono_ms() - start_ms >= timeout_ms) return -1;
+        if (clock_mono_ms() - start_ms >= timeout_ms) return -1;
         usleep(2000); /* bounded by timeout_ms */
     }
 }

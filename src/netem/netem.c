@@ -68,6 +68,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/mrd_assert.h"
 
@@ -191,13 +192,6 @@ struct netem {
 };
 
 /* ---- Small helpers. */
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static uint64_t rng_next(netem *n)
 {
@@ -679,7 +673,7 @@ static int enqueue(netem *n, conn *c, int s, enum chunk_kind kind, const void *d
         c->abort = true;
         return -1;
     }
-    int64_t now = now_us();
+    int64_t now = clock_mono_us();
     int64_t release = now + (int64_t)st->delay_ms * 1000;
     if (st->jitter_ms > 0) {
         uint64_t span = (uint64_t)st->jitter_ms * 2000u + 1u;
@@ -893,7 +887,7 @@ static void conn_event(netem *n, conn *c, int s, uint32_t ev)
     }
     if (ev & EPOLLOUT) {
         c->dir[1 - s].blocked = false;
-        flush_dir(n, c, 1 - s, now_us());
+        flush_dir(n, c, 1 - s, clock_mono_us());
     }
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         if (!c->dir[s].read_done) {
@@ -911,7 +905,7 @@ static void warn_limited(link_state *L, const char *fmt, ...) __attribute__((for
 
 static void warn_limited(link_state *L, const char *fmt, ...)
 {
-    int64_t now = now_us();
+    int64_t now = clock_mono_us();
     if (now - L->last_warn_us < WARN_INTERVAL_US)
         return;
     L->last_warn_us = now;
@@ -1063,7 +1057,7 @@ static void apply_pending(netem *n)
  * earliest release time still pending (INT64_MAX if none). */
 static int64_t service_active(netem *n)
 {
-    int64_t now = now_us();
+    int64_t now = clock_mono_us();
     int64_t next_us = INT64_MAX;
     conn *next;
     for (conn *c = n->active; c != NULL; c = next) {
@@ -1124,7 +1118,7 @@ int netem_run(netem *n, int stop_fd)
         graveyard_free(n);
         int timeout_ms = -1;
         if (next_us != INT64_MAX) {
-            int64_t wait_us = next_us - now_us();
+            int64_t wait_us = next_us - clock_mono_us();
             if (wait_us < 0)
                 wait_us = 0;
             int64_t ms = (wait_us + 999) / 1000;

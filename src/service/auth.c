@@ -22,6 +22,7 @@
 
 #include <sodium.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/mrd_assert.h"
 
@@ -38,13 +39,6 @@ struct auth {
     pthread_mutex_t mu;
     cache_entry cache[AUTH_CACHE_SLOTS];
 };
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 auth *auth_create(reads *r, const uint8_t pepper[APIKEY_PEPPER_SIZE])
 {
@@ -116,7 +110,7 @@ auth_status auth_check(auth *a, const char *authorization, auth_identity *out, c
     uint8_t hash[APIKEY_HASH_SIZE];
     apikey_hash(a->pepper, key, hash);
     size_t slot = slot_of(hash);
-    int64_t now = mono_ns();
+    int64_t now = clock_mono_ns();
 
     pthread_mutex_lock(&a->mu);
     cache_entry *e = &a->cache[slot];
@@ -145,7 +139,7 @@ auth_status auth_check(auth *a, const char *authorization, auth_identity *out, c
     pthread_mutex_lock(&a->mu);
     memcpy(e->hash, hash, APIKEY_HASH_SIZE);
     e->identity = *out;
-    e->expires_ns = mono_ns() + (int64_t)AUTH_CACHE_TTL_MS * 1000000LL;
+    e->expires_ns = clock_mono_ns() + (int64_t)AUTH_CACHE_TTL_MS * 1000000LL;
     pthread_mutex_unlock(&a->mu);
     return AUTH_OK;
 }

@@ -52,6 +52,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/mrd_assert.h"
@@ -133,20 +134,6 @@ struct batcher {
 
 /* ------------------------------------------------------------------ */
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t real_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static struct timespec mono_deadline(int64_t at_us)
 {
     struct timespec ts = {.tv_sec = at_us / 1000000, .tv_nsec = (at_us % 1000000) * 1000};
@@ -170,17 +157,17 @@ static void sleep_us(int64_t us)
 static store *connect_at_start(batcher *b, bool etcd, int budget_ms, route_snapshot *snap,
                                char *dsn, size_t dsn_size, char *err, size_t err_size)
 {
-    int64_t give_up_us = mono_us() + (int64_t)budget_ms * 1000;
+    int64_t give_up_us = clock_mono_us() + (int64_t)budget_ms * 1000;
     int64_t logged_us = 0;
     for (;;) {
         store *st = store_connect(dsn, err, err_size);
-        if (st != NULL || !etcd || mono_us() >= give_up_us)
+        if (st != NULL || !etcd || clock_mono_us() >= give_up_us)
             return st;
-        if (mono_us() - logged_us >= 1000000) {
+        if (clock_mono_us() - logged_us >= 1000000) {
             log_warn(COMP, "start-up: the leader %s does not take writes yet (%s): retrying for "
                            "up to %d ms",
                      snap->node, err, budget_ms);
-            logged_us = mono_us();
+            logged_us = clock_mono_us();
         }
         sleep_us(200000);
         route_snapshot now;
@@ -292,7 +279,7 @@ static size_t take_batch(worker *w)
     }
     w->jobs[n] = queue_pop_locked(b);
     events = w->jobs[n++]->req.count;
-    struct timespec deadline = mono_deadline(mono_us() + b->cfg.wait_us);
+    struct timespec deadline = mono_deadline(clock_mono_us() + b->cfg.wait_us);
     while (n < b->batch_capacity) {
         if (b->count > 0) {
             job *next = b->queue[b->head];
@@ -349,10 +336,10 @@ static void finish_committed(worker *w, size_t n)
     if (global == 0)
         return;
     const batcher_config *c = &w->owner->cfg;
-    int64_t t0 = mono_us();
+    int64_t t0 = clock_mono_us();
     int rc = store_wait_global(w->st, c->global_standby_names,
                                c->global_wait_ms > 0 ? c->global_wait_ms : 5000);
-    metrics_global_wait(rc == 0, (double)(mono_us() - t0) / 1e6);
+    metrics_global_wait(rc == 0, (double)(clock_mono_us() - t0) / 1e6);
     if (rc != 0)
         log_warn(COMP, "%zu global-durability requests not confirmed by a cross-region standby "
                        "within %d ms", global, c->global_wait_ms > 0 ? c->global_wait_ms : 5000);
@@ -376,7 +363,7 @@ static void report_results(const store_request *reqs, size_t n)
 
 static int ms_until(int64_t deadline_us)
 {
-    int64_t left = deadline_us - mono_us();
+    int64_t left = deadline_us - clock_mono_us();
     if (left <= 0) return 0;
     return left / 1000 > INT32_MAX ? INT32_MAX : (int)(left / 1000);
 }
@@ -430,9 +417,9 @@ static int reconnect_until(worker *w, int64_t deadline_us, int *tries)
         (*tries)++;
         w->route_epoch = snap.epoch;
         if (connect_to(b, w->st, &w->route_generation, &snap) == 0) return 0;
-        if (mono_us() >= deadline_us) return -1;
-        int64_t wait_us = backoff_us < deadline_us - mono_us() ? backoff_us
-                                                                : deadline_us - mono_us();
+        if (clock_mono_us() >= deadline_us) return -1;
+        int64_t wait_us = backoff_us < deadline_us - clock_mono_us() ? backoff_us
+                                                                : deadline_us - clock_mono_us();
         route_wait_change(b->route, snap.generation, (int)(wait_us / 1000), &snap);
         backoff_us = backoff_us * 2 < BATCHER_BACKOFF_US_MAX ? backoff_us * 2
                                                              : BATCHER_BACKOFF_US_MAX;
@@ -449,7 +436,7 @@ static int follow_route(worker *w, int64_t *deadline_us, int *tries)
     route_snapshot snap;
     route_current(b->route, &snap);
     if (snap.generation == w->route_generation && snap.has_leader) return 0;
-    if (*deadline_us == 0) *deadline_us = mono_us() + (int64_t)b->unavailable_budget_ms * 1000;
+    if (*deadline_us == 0) *deadline_us = clock_mono_us() + (int64_t)b->unavailable_budget_ms * 1000;
     return reconnect_until(w, *deadline_us, tries);
 }
 
@@ -474,15 +461,15 @@ static void commit_jobs(worker *w, size_t n)
             finish(w, n, BATCHER_UNAVAILABLE);
             return;
         }
-        int64_t t0 = mono_us();
-        store_status rc = store_commit_batch(w->st, w->lb, w->reqs, n, real_us());
+        int64_t t0 = clock_mono_us();
+        store_status rc = store_commit_batch(w->st, w->lb, w->reqs, n, clock_wall_us());
         if (rc == STORE_OK) {
             set_db_up(b, 1);
-            metrics_commit_observe(events, (double)(mono_us() - t0) / 1e6);
+            metrics_commit_observe(events, (double)(clock_mono_us() - t0) / 1e6);
             route_snapshot cur;
             route_current(b->route, &cur);
             if (cur.generation == w->route_generation)
-                route_note_write(b->route, cur.epoch, real_us() / 1000);
+                route_note_write(b->route, cur.epoch, clock_wall_us() / 1000);
             report_results(w->reqs, n);
             finish_committed(w, n);
             return;
@@ -498,7 +485,7 @@ static void commit_jobs(worker *w, size_t n)
             }
             metrics_commit_retry();
             /* Spread retries of colliding workers apart. */
-            sleep_us((int64_t)retries * 1000 + (mono_us() % 1000));
+            sleep_us((int64_t)retries * 1000 + (clock_mono_us() % 1000));
             continue;
         case STORE_CONN:
         case STORE_READONLY:
@@ -507,20 +494,20 @@ static void commit_jobs(worker *w, size_t n)
             if (rc == STORE_FENCED) metrics_fenced_commit();
             if (unavailable_deadline_us == 0)
                 unavailable_deadline_us =
-                    mono_us() + (int64_t)b->unavailable_budget_ms * 1000;
+                    clock_mono_us() + (int64_t)b->unavailable_budget_ms * 1000;
             if (rc != STORE_CONN) {
                 /* The node answers but may not take writes yet (a leader
                  * being promoted, or not recording its epoch yet) or any
                  * more: give etcd a moment to name another, then retry. */
                 route_snapshot snap;
-                int64_t left = unavailable_deadline_us - mono_us();
+                int64_t left = unavailable_deadline_us - clock_mono_us();
                 route_wait_change(b->route, w->route_generation,
                                   (int)((pause_us < left ? pause_us : left > 0 ? left : 0) / 1000),
                                   &snap);
                 pause_us = pause_us * 2 < BATCHER_BACKOFF_US_MAX ? pause_us * 2
                                                                  : BATCHER_BACKOFF_US_MAX;
             }
-            if (mono_us() >= unavailable_deadline_us ||
+            if (clock_mono_us() >= unavailable_deadline_us ||
                 reconnect_until(w, unavailable_deadline_us, &reconnects) < 0) {
                 log_warn(COMP, "database unavailable: %zu requests refused", n);
                 finish(w, n, BATCHER_UNAVAILABLE);
@@ -531,9 +518,9 @@ static void commit_jobs(worker *w, size_t n)
         case STORE_AMBIGUOUS: {
             set_db_up(b, 0);
             if (settle_deadline_us == 0)
-                settle_deadline_us = mono_us() + (int64_t)b->settle_budget_ms * 1000;
+                settle_deadline_us = clock_mono_us() + (int64_t)b->settle_budget_ms * 1000;
             int committed = -1;
-            while (committed < 0 && mono_us() < settle_deadline_us) {
+            while (committed < 0 && clock_mono_us() < settle_deadline_us) {
                 if (reconnect_until(w, settle_deadline_us, &reconnects) < 0) break;
                 committed = store_batch_committed(w->st, w->reqs, n);
                 if (committed < 0) {
@@ -547,7 +534,7 @@ static void commit_jobs(worker *w, size_t n)
             }
             if (committed == 1) {
                 set_db_up(b, 1);
-                metrics_commit_observe(events, (double)(mono_us() - t0) / 1e6);
+                metrics_commit_observe(events, (double)(clock_mono_us() - t0) / 1e6);
                 report_results(w->reqs, n);
                 finish_committed(w, n);
                 return;
@@ -601,7 +588,7 @@ static void *expirer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&b->mu);
         struct timespec deadline =
-            mono_deadline(mono_us() + (int64_t)b->cfg.expire_interval_ms * 1000);
+            mono_deadline(clock_mono_us() + (int64_t)b->cfg.expire_interval_ms * 1000);
         while (!b->stopping &&
                pthread_cond_timedwait(&b->stop_cv, &b->mu, &deadline) != ETIMEDOUT) {
         }
@@ -625,7 +612,7 @@ static void *expirer_main(void *arg)
             continue;
         }
         if (claimed == 0) continue;
-        int n = store_expired_pending(b->expire_store, real_us(), ids, max);
+        int n = store_expired_pending(b->expire_store, clock_wall_us(), ids, max);
         if (n < 0) {
             connect_to(b, b->expire_store, &b->expire_generation, &snap);
             continue; /* the claim expires with its interval: swept again then */

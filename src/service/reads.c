@@ -30,6 +30,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/mrd_assert.h"
 #include "db/migrate.h"
@@ -68,13 +69,6 @@ struct reads {
     bool ready_checking; /* a probe is running check_ready */
     char ready_reason[256];
 };
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static PGconn *connect_db(const char *dsn)
 {
@@ -255,12 +249,12 @@ static PGresult *exec_bounded(slot *s, const char *sql, int nparams, const char 
     *abandoned = false;
     if (!PQsendQueryParams(s->conn, sql, nparams, NULL, values, lengths, formats, 0))
         return NULL;
-    int64_t deadline = mono_ns() + (int64_t)READS_QUERY_WAIT_MS * 1000000LL;
+    int64_t deadline = clock_mono_ns() + (int64_t)READS_QUERY_WAIT_MS * 1000000LL;
     while (PQisBusy(s->conn)) {
         route_snapshot snap;
         route_current(s->route, &snap);
         bool moved = !snap.has_leader || snap.generation != s->generation;
-        if (moved || mono_ns() >= deadline) {
+        if (moved || clock_mono_ns() >= deadline) {
             log_warn("reads", "giving up a query after %s: closing its connection",
                      moved ? "the leader moved" : "35 s without an answer");
             PQfinish(s->conn);
@@ -928,7 +922,7 @@ int reads_ready(reads *r, int expected_version, char *reason, size_t reason_size
      * answer from the last result instead of queueing behind a check
      * that may take seconds (a database that stopped answering). */
     pthread_mutex_lock(&r->ready_mu);
-    int64_t now = mono_ns();
+    int64_t now = clock_mono_ns();
     bool stale = r->ready_checked_ns == 0 || now - r->ready_checked_ns >= READY_CACHE_NS ||
                  r->ready_version != expected_version;
     bool check = stale && !r->ready_checking;
@@ -942,7 +936,7 @@ int reads_ready(reads *r, int expected_version, char *reason, size_t reason_size
         r->ready_ok = ok;
         snprintf(r->ready_reason, sizeof r->ready_reason, "%s", why);
         r->ready_version = expected_version;
-        r->ready_checked_ns = mono_ns();
+        r->ready_checked_ns = clock_mono_ns();
         r->ready_checking = false;
         pthread_mutex_unlock(&r->ready_mu);
     }
