@@ -25,7 +25,9 @@
 #                                  MERIDIAN_ETCD_ELECTION_MS (default 100 / 1000).
 #   etcd.sh start DIR [MEMBER]     start all members (or one) in the background and
 #                                  wait until every running member reports healthy
-#                                  (at most MERIDIAN_ETCD_START_TIMEOUT_S, default 30)
+#                                  (at most MERIDIAN_ETCD_START_TIMEOUT_S, default 30);
+#                                  a cluster never up before (no DIR/started) whose
+#                                  port was taken meanwhile gets new ports in DIR/env
 #   etcd.sh stop DIR [MEMBER]      SIGTERM by PID, wait, SIGKILL fallback (idempotent)
 #   etcd.sh kill DIR MEMBER        SIGKILL one member by PID (fault injection)
 #   etcd.sh endpoints DIR          print the comma-separated client URLs
@@ -206,15 +208,15 @@ write_env() {
   } > "$dir/env"
 }
 
-# Start every member of DIR and wait until the cluster is healthy. A port
-# probed free at init can be taken by another process before etcd binds
-# it: while the cluster has never been up (no DIR/started), start afresh
-# on new ports, a few times. Any other failure is fatal.
 # Whether a member's log says, after byte offset $3, that a port was taken.
 port_taken_since() {
   [ -f "$1/$2.log" ] && tail -c "+$(( $3 + 1 ))" "$1/$2.log" | grep -q "address already in use"
 }
 
+# Start every member of DIR and wait until the cluster is healthy. A port
+# probed free at init can be taken by another process before etcd binds
+# it: while the cluster has never been up (no DIR/started), start afresh
+# on new ports, a few times. Any other failure is fatal.
 start_all() {
   local dir=$1 attempt name n hb el taken
   local -A logsize
@@ -321,7 +323,7 @@ ctl)
   env -u ETCD_ENDPOINTS "$ETCDCTL_BIN" --endpoints "$ETCD_ENDPOINTS" "$@"
   ;;
 *)
-  sed -n '2,34p' "$0" >&2
+  sed -n '2,36p' "$0" >&2
   exit 2
   ;;
 esac
