@@ -188,8 +188,18 @@ for n in us-n1 us-n2 us-n3; do
   check "  $n's WAL receiver connects through netem link pg-us-dr1-from-us-east (port ${got:-none}, link ${want:-?})" \
     test -n "$want" -a "$got" = "$want"
 done
-check "  us-dr1's pg_stat_replication shows the three US nodes streaming" \
-  test "$(sql "$PG_US_DR1" "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name LIKE 'us-n%'")" = 3
+# A rewound node's sender is in 'catchup' until it has reached us-dr1's
+# current WAL (the writer keeps adding some): wait for 'streaming'.
+n_streaming=0
+deadline=$(( $(date +%s) + REJOIN_WAIT_S ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  n_streaming=$(sql "$PG_US_DR1" "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name LIKE 'us-n%'")
+  [ "$n_streaming" = 3 ] && break
+  sleep 0.5
+done
+check "  us-dr1's pg_stat_replication shows the three US nodes streaming ($n_streaming of 3)" \
+  test "$n_streaming" = 3
+[ "$n_streaming" = 3 ] || sql "$PG_US_DR1" "SELECT application_name, state FROM pg_stat_replication" | sed 's/^/# /'
 rw=$(etcd_ get --prefix --print-value-only /meridian/us/rewinds/ | jq -sc '.')
 echo "# rewinds: $(jq -c '[.[] | {node, epoch, role, diverged_at, local_end, discarded_bytes}]' <<<"$rw")"
 check "rewinds key for the old primary $old_leader at epoch $dr_epoch" \
