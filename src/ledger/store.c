@@ -687,12 +687,16 @@ void store_set_abandon(store *s, store_abandon_fn fn, void *arg)
 }
 
 /* Wait until a result can be read without blocking (PQisBusy false) or
- * timeout_ms passes. PQconsumeInput runs before every check: it also
- * drains data that TLS already decrypted into its own buffer, which
- * poll on the socket would never report. Returns 1 ready, 0 timed out,
- * -1 the connection failed (the next PQgetResult reports it). */
+ * timeout_ms passes. When a result is not already parsed, PQconsumeInput
+ * runs before every poll: it also drains data that TLS already decrypted
+ * into its own buffer, which poll on the socket would never report. (A
+ * result that is already there costs no system call: the pipeline's
+ * later results usually are.) Returns 1 ready, 0 timed out, -1 the
+ * connection failed (the next PQgetResult reports it). */
 static int wait_ready(store *s, int timeout_ms)
 {
+    if (conn_lost(s)) return -1;
+    if (!PQisBusy(s->conn)) return 1;
     int64_t deadline = clock_mono_ms() + timeout_ms;
     for (;;) {
         if (conn_lost(s) || !PQconsumeInput(s->conn)) return -1;

@@ -469,7 +469,7 @@ static void commit_jobs(worker *w, size_t n)
             route_snapshot cur;
             route_current(b->route, &cur);
             if (cur.generation == w->route_generation)
-                route_note_write(b->route, cur.epoch, clock_wall_us() / 1000);
+                route_note_write(b->route, cur.epoch, clock_wall_ms());
             report_results(w->reqs, n);
             finish_committed(w, n);
             return;
